@@ -1,0 +1,265 @@
+"""The httpx client for the Poco backend API; library errors become ours here.
+
+Error mapping (the backend answers app errors with HTTP 400 and a `code`):
+transport error, timeout, 5xx, code >= 50000, non-JSON -> BackendUnavailable;
+400/40400 -> BackendNotFound; 400/40300 -> BackendForbidden; other 400 codes, 422
+(FastAPI validation) and an unknown route -> BackendRejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from agent.backend.models import InputRequest, Message, Run, Session, TaskRef
+from agent.errors import (
+    BackendError,
+    BackendForbidden,
+    BackendNotFound,
+    BackendRejected,
+    BackendUnavailable,
+)
+
+if TYPE_CHECKING:
+    from agent.config import BackendSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_PREFIX = "/api/v1"
+CODE_OK = 0
+CODE_NOT_FOUND = 40400
+CODE_FORBIDDEN = 40300
+CODE_UPSTREAM = 50201  # the backend's call to S3 or the executor-manager failed
+# GET /sessions/{id}/messages returns only the oldest 100 messages, whatever the query.
+# /messages-with-files has the same items (plus attachments) up to 1000: past 1000
+# messages the newest are not seen by any endpoint.
+MESSAGES_LIMIT = 100
+MESSAGES_WITH_FILES_LIMIT = 1000
+RUNS_PAGE = 100
+MAX_CONNECTIONS = 10
+MAX_KEEPALIVE = 5
+
+
+class BackendClient:
+    """One pooled connection to the Poco backend; close it with `aclose()`."""
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self.base_url = settings.url.rstrip("/") + API_PREFIX
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"X-User-Id": settings.user_id.strip() or "default"},
+            timeout=httpx.Timeout(settings.timeout),
+            transport=httpx.AsyncHTTPTransport(limits=limits, retries=1),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> BackendClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return _object(await self._call("GET", "/health"))
+
+    async def create_task(self, prompt: str, session_id: str | None = None) -> TaskRef:
+        """Create a session (session_id None) or queue a follow-up run on one."""
+        if not prompt.strip():
+            raise BackendRejected("Prompt cannot be empty")
+        body = {"prompt": prompt, "session_id": _session_id(session_id) if session_id else None}
+        return _parse(TaskRef.from_api, await self._call("POST", "/tasks", json=body))
+
+    async def list_sessions(self, limit: int = 10, offset: int = 0) -> list[Session]:
+        """The newest sessions first (chat kind only, as the backend defaults)."""
+        _check_page(limit, offset)
+        data = await self._call("GET", "/sessions", params={"limit": limit, "offset": offset})
+        return _parse_list(Session.from_api, data)
+
+    async def get_session(self, session_id: str) -> Session:
+        data = await self._call("GET", f"/sessions/{_session_id(session_id)}")
+        return _parse(Session.from_api, data)
+
+    async def list_messages(self, session_id: str, *, known_count: int = 0) -> list[Message]:
+        """All messages, oldest first, up to MESSAGES_WITH_FILES_LIMIT.
+
+        `/messages` stops at the oldest 100; when it is full (or the caller already knew
+        100 or more) `/messages-with-files` is read instead, so later messages are seen.
+        """
+        path = f"/sessions/{_session_id(session_id)}"
+        if known_count < MESSAGES_LIMIT:
+            messages = _parse_list(Message.from_api, await self._call("GET", f"{path}/messages"))
+            if len(messages) < MESSAGES_LIMIT:
+                return messages
+        data = await self._call("GET", f"{path}/messages-with-files")
+        messages = _parse_list(Message.from_api, data)
+        if len(messages) >= MESSAGES_WITH_FILES_LIMIT:
+            log.debug(
+                "session %s: over %d messages, the newest are not listed",
+                session_id,
+                MESSAGES_WITH_FILES_LIMIT,
+            )
+        return messages
+
+    async def list_runs(
+        self, session_id: str, *, offset: int = 0, limit: int = RUNS_PAGE
+    ) -> list[Run]:
+        """Runs in schedule order (ascending): the last is the latest immediate run."""
+        _check_page(limit, offset)
+        path = f"/runs/session/{_session_id(session_id)}"
+        data = await self._call("GET", path, params={"limit": limit, "offset": offset})
+        return _parse_list(Run.from_api, data)
+
+    async def latest_run(self, session_id: str, *, known_runs: int = 0) -> tuple[Run | None, int]:
+        """(latest run, how many runs the session has), reading only from `known_runs - 1`
+        on; a stale or wrong `known_runs` falls back to reading from the start."""
+        start = max(known_runs - 1, 0)
+        latest, total = await self._runs_from(session_id, start)
+        if latest is None and start > 0:
+            latest, total = await self._runs_from(session_id, 0)
+        return latest, total
+
+    async def list_input_requests(self, session_id: str | None = None) -> list[InputRequest]:
+        """Pending requests, oldest first. Stale ones stay listed: check `is_expired()`."""
+        params = {"session_id": _session_id(session_id)} if session_id else None
+        data = await self._call("GET", "/user-input-requests", params=params)
+        return _parse_list(InputRequest.from_api, data)
+
+    async def answer_input_request(self, request_id: str, answers: dict[str, str]) -> InputRequest:
+        """AskUserQuestion: {question text: label, labels joined by ", "};
+        ExitPlanMode: {"approved": "true"} approves, any other string rejects."""
+        request_id = _uuid(request_id, "request id")
+        if not all(isinstance(v, str) for v in answers.values()):
+            raise BackendRejected("Answers must be text")
+        path = f"/user-input-requests/{request_id}/answer"
+        data = await self._call("POST", path, json={"answers": answers})
+        return _parse(InputRequest.from_api, data)
+
+    async def cancel_session(self, session_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Cancel every unfinished run; pending requests expire."""
+        body = {"reason": reason} if reason else {}
+        path = f"/sessions/{_session_id(session_id)}/cancel"
+        return _object(await self._call("POST", path, json=body))
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _runs_from(self, session_id: str, offset: int) -> tuple[Run | None, int]:
+        latest: Run | None = None
+        while True:
+            page = await self.list_runs(session_id, offset=offset, limit=RUNS_PAGE)
+            if page:
+                latest = page[-1]
+            offset += len(page)
+            if len(page) < RUNS_PAGE:
+                return latest, offset
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """The `data` of a successful envelope; errors mapped to BackendError."""
+        try:
+            response = await self._http.request(method, path, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            raise BackendUnavailable(f"backend timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"backend unreachable: {_describe(exc)}") from exc
+        log.debug("%s %s -> %s", method, path, response.status_code)
+        return _data(response, f"{method} {path}")
+
+
+def _data(response: httpx.Response, what: str) -> Any:
+    status = response.status_code
+    if status == 404:
+        raise BackendRejected(f"{what}: route not found; is this a Poco backend?", status=404)
+    try:
+        body = response.json()
+    except ValueError:
+        raise BackendUnavailable(f"{what}: HTTP {status}, not JSON", status=status) from None
+    if status == 422:
+        raise BackendRejected(_validation_summary(body), status=422)
+    if not isinstance(body, dict) or "code" not in body:
+        if status >= 500:
+            raise BackendUnavailable(f"{what}: HTTP {status}", status=status)
+        raise BackendRejected(f"{what}: HTTP {status}, unexpected answer", status=status)
+    code, message = body.get("code"), str(body.get("message") or "")
+    if status == 200 and code == CODE_OK:
+        return body.get("data")
+    raise _envelope_error(status, code if isinstance(code, int) else None, message or what)
+
+
+def _envelope_error(status: int, code: int | None, message: str) -> BackendError:
+    if status >= 500 or (code is not None and code >= 50000):
+        return BackendUnavailable(message, status=status, code=code)
+    if code == CODE_NOT_FOUND:
+        return BackendNotFound(message, status=status, code=code)
+    if code == CODE_FORBIDDEN:
+        return BackendForbidden(message, status=status, code=code)
+    return BackendRejected(message, status=status, code=code)
+
+
+def _validation_summary(body: Any) -> str:
+    """A short line from FastAPI's {"detail": [{"loc": [...], "msg": ...}]}."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        loc = ".".join(str(part) for part in first.get("loc") or [] if part != "body")
+        msg = str(first.get("msg") or "invalid request")
+        return f"{loc}: {msg}" if loc else msg
+    return f"invalid request: {str(detail)[:200]}" if detail else "invalid request"
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value.strip()))
+    except (ValueError, AttributeError):
+        raise BackendRejected(f"Not a valid {what}: {str(value)[:40]!r}") from None
+
+
+def _session_id(value: str | None) -> str:
+    return _uuid(value or "", "session id")
+
+
+def _check_page(limit: int, offset: int) -> None:
+    # The backend answers a negative limit with a 500; refuse it here instead.
+    if limit < 0 or offset < 0:
+        raise BackendRejected("limit and offset must not be negative")
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BackendUnavailable("backend answered an unexpected shape")
+    return data
+
+
+def _parse(parse: Callable[[dict[str, Any]], T], data: Any) -> T:
+    try:
+        return parse(_object(data))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendUnavailable(f"backend answered an unexpected shape: {exc!r}") from exc
+
+
+def _parse_list(parse: Callable[[dict[str, Any]], T], data: Any) -> list[T]:
+    if not isinstance(data, list):
+        raise BackendUnavailable("backend answered an unexpected shape: not a list")
+    return [_parse(parse, item) for item in data]

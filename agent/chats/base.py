@@ -1,0 +1,160 @@
+"""The seam every chat platform implements: inbound messages, outbound messages, states.
+
+`core/` talks to Telegram and DingTalk only through these types; it imports neither library.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ProviderState(StrEnum):
+    DISABLED = "disabled"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Button:
+    """An inline button; `data` comes back as `InboundMessage.callback_data` when pressed."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message (or button press) from a chat, as the journal stores it.
+
+    `key` is unique per platform event (Telegram: `telegram:<update_id>`; DingTalk:
+    `dingtalk:<msgId>`) so a redelivery is recognised; `chat_id` orders processing.
+    """
+
+    provider: str
+    key: str
+    chat_id: str
+    text: str
+    message_id: str = ""
+    sender_id: str = ""
+    sender_name: str = ""
+    is_group: bool = False
+    reply_to_message_id: str = ""
+    callback_data: str = ""
+    callback_id: str = ""
+    # Delivery data the provider wants back on send (stored on the channel), see ChatRef.
+    route: dict[str, Any] = field(default_factory=dict)
+    # True for a message the agent cannot read (photo, sticker...): core answers "text only".
+    unsupported: bool = False
+    received_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "key": self.key,
+            "chat_id": self.chat_id,
+            "text": self.text,
+            "message_id": self.message_id,
+            "sender_id": self.sender_id,
+            "sender_name": self.sender_name,
+            "is_group": self.is_group,
+            "reply_to_message_id": self.reply_to_message_id,
+            "callback_data": self.callback_data,
+            "callback_id": self.callback_id,
+            "route": self.route,
+            "unsupported": self.unsupported,
+            "received_at": self.received_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InboundMessage:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """Where to deliver: the chat, and the provider's own route data from its last message."""
+
+    provider: str
+    chat_id: str
+    is_group: bool = False
+    route: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What core asks a provider to show. `text` is Markdown unless `markdown` is False."""
+
+    text: str
+    markdown: bool = True
+    buttons: Sequence[Sequence[Button]] = ()
+    reply_to_message_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "markdown": self.markdown,
+            "buttons": [[{"label": b.label, "data": b.data} for b in row] for row in self.buttons],
+            "reply_to_message_id": self.reply_to_message_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutboundMessage:
+        return cls(
+            text=data["text"],
+            markdown=data.get("markdown", True),
+            buttons=tuple(
+                tuple(Button(b["label"], b["data"]) for b in row) for row in data.get("buttons", ())
+            ),
+            reply_to_message_id=data.get("reply_to_message_id", ""),
+        )
+
+
+# Persists a batch of inbound messages (deduplicated by key) and returns once they are
+# durable; only then may a provider confirm them to its platform.
+InboundSink = Callable[[Sequence[InboundMessage]], Awaitable[None]]
+
+
+@dataclass
+class ProviderStatus:
+    enabled: bool
+    mode: str
+    state: ProviderState = ProviderState.DISABLED
+    detail: str = ""
+    last_ok_at: float | None = None
+
+    def set(self, state: ProviderState, detail: str = "") -> None:
+        self.state = state
+        self.detail = detail
+        if state is ProviderState.CONNECTED:
+            self.last_ok_at = time.time()
+
+
+class ChatProvider(Protocol):
+    """A chat platform. Errors raised are `agent.errors.DeliveryError` subclasses."""
+
+    name: str
+    status: ProviderStatus
+    text_limit: int
+
+    async def run(self, sink: InboundSink) -> None:
+        """Receive until cancelled: hand each batch to `sink`, then confirm it."""
+        ...
+
+    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
+        """Send (split if long) and return the platform's id of the first part, or ''."""
+        ...
+
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+        """Replace a sent message's text and buttons (no-op where unsupported)."""
+        ...
+
+    async def show_typing(self, chat: ChatRef) -> None: ...
+
+    async def acknowledge_button(self, callback_id: str, text: str = "") -> None: ...
+
+    async def close(self) -> None: ...

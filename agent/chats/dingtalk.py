@@ -1,0 +1,501 @@
+"""DingTalk in Stream mode: robot messages in over the Stream websocket, markdown out.
+
+Inbound: our own connect loop (the SDK's `start()` blocks on `requests`, sleeps 10 s, swallows
+errors and even cancellation). The gateway `open` call is async and goes to
+DINGTALK_OPEN_BASE_URL; the websocket is aiohttp's with `trust_env=False`, so it never goes
+through a system or environment proxy. websockets >= 15 connects through any proxy the OS or
+`https_proxy`/`all_proxy` names (a SOCKS one fails without python-socks) and the SDK hides the
+error: dingtalk-stream-sdk-python issue 65. The SDK is used for its frames and ChatbotMessage.
+
+Outbound: sessionWebhook while valid, else the robot OpenAPI (groupMessages/send or
+oToMessages/batchSend with a cached access token), else the DINGTALK_WEBHOOK_URL robot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from dingtalk_stream import (
+    AckMessage,
+    CallbackMessage,
+    ChatbotMessage,
+    Credential,
+    DingTalkStreamClient,
+    SystemMessage,
+)
+from dingtalk_stream.handlers import CallbackHandler, EventHandler
+from yarl import URL
+
+from agent.chats.base import (
+    ChatRef,
+    InboundMessage,
+    InboundSink,
+    OutboundMessage,
+    ProviderState,
+    ProviderStatus,
+)
+from agent.config import DingTalkSettings
+from agent.errors import DeliveryError, PermanentDeliveryError, RetryLater
+from agent.retry import Backoff, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+NAME = "dingtalk"
+# Characters per markdown message. DingTalk caps a robot message body at roughly 20 KB;
+# 4000 CJK characters stay well under it in UTF-8.
+TEXT_LIMIT = 4000
+TITLE_LIMIT = 20
+HTTP_TIMEOUT = 15.0
+# A socket with no frame and no pong for this long is dead even if TCP says otherwise.
+SILENCE_LIMIT = 90.0
+PING_INTERVAL = 20.0
+# Use a sessionWebhook only with this much life left (seconds).
+SESSION_WEBHOOK_MARGIN = 60.0
+# Refresh the access token this long before DingTalk says it expires (seconds).
+TOKEN_MARGIN = 300.0
+# errcodes of the custom robot webhook that mean "too fast, later".
+WEBHOOK_RATE_ERRCODES = {130101, 130102}
+_LEADING_MENTION = re.compile(r"^\s*@\S+")
+
+
+class _GatewayClient(DingTalkStreamClient):  # type: ignore[misc]
+    """The SDK client, kept for its subscription bookkeeping; it never runs its own I/O."""
+
+    def get_host_ip(self) -> str:
+        # The SDK UDP-connects to 8.8.8.8 to learn it; the gateway does not need it.
+        return ""
+
+    def open_connection(self) -> None:
+        raise NotImplementedError("blocking; DingTalkProvider opens the gateway itself")
+
+    async def start(self) -> None:
+        raise NotImplementedError("DingTalkProvider runs its own connect loop")
+
+    def open_body(self) -> dict[str, Any]:
+        topics: list[dict[str, str]] = []
+        if self._is_event_required:
+            topics.append({"type": "EVENT", "topic": "*"})
+        topics += [{"type": "CALLBACK", "topic": t} for t in self.callback_handler_map]
+        return {
+            "clientId": self.credential.client_id,
+            "clientSecret": self.credential.client_secret,
+            "subscriptions": topics,
+            "ua": "poco-im-agent",
+            "localIp": self.get_host_ip(),
+        }
+
+
+class _Reconnect(Exception):
+    """The gateway asked us to move to a new connection (`disconnect` frame)."""
+
+
+class DingTalkProvider:
+    """DingTalk robot in Stream mode (see the module docstring)."""
+
+    name = NAME
+    text_limit = TEXT_LIMIT
+
+    def __init__(
+        self,
+        settings: DingTalkSettings,
+        *,
+        silence_limit: float = SILENCE_LIMIT,
+        ping_interval: float = PING_INTERVAL,
+        initial_backoff: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.status = ProviderStatus(enabled=settings.enabled, mode="stream")
+        self.silence_limit = silence_limit
+        self.ping_interval = ping_interval
+        self._backoff = Backoff(initial=initial_backoff)
+        self._base = settings.open_base_url.rstrip("/")
+        self._client = _GatewayClient(Credential(settings.client_id, settings.client_secret), log)
+        self._client.register_callback_handler(ChatbotMessage.TOPIC, CallbackHandler())
+        if settings.subscribe_events:
+            self._client.register_all_event_handler(EventHandler())
+        self._session: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+        self._token = ""
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # trust_env=False: DingTalk never goes through a proxy (contract, section 3).
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT), trust_env=False
+            )
+        return self._session
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- inbound -------------------------------------------------------------------------
+
+    async def run(self, sink: InboundSink) -> None:
+        """Connect, receive and ACK until cancelled or closed; reconnect after any loss."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            if self.status.state is not ProviderState.ERROR:
+                # After a failure the ERROR detail stays visible until a connection succeeds.
+                self.status.set(ProviderState.CONNECTING)
+            try:
+                await self._connect_once(sink)
+            except _Reconnect:
+                log.info("DingTalk gateway asked to reconnect")
+                continue
+            except _OpenRejected as exc:
+                self.status.set(ProviderState.ERROR, str(exc))
+                delay = self._backoff.next_delay()
+            except (
+                aiohttp.ClientError,
+                ConnectionError,
+                TimeoutError,
+                _Dropped,
+                ValueError,
+            ) as exc:
+                detail = f"stream connection lost: {exc or type(exc).__name__}"
+                self.status.set(ProviderState.ERROR, detail)
+                delay = self._backoff.next_delay()
+            else:
+                continue
+            log.warning("%s; reconnecting in %.1f s", self.status.detail, delay)
+            if await sleep_or_stop(delay, self._stop):
+                break
+        self.status.set(ProviderState.DISABLED, "stopped")
+
+    async def _open_gateway(self) -> str:
+        url = f"{self._base}/v1.0/gateway/connections/open"
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        async with self._http().post(url, json=self._client.open_body(), headers=headers) as resp:
+            body = await resp.text()
+            if resp.status in (400, 401, 403):
+                raise _OpenRejected(
+                    f"gateway refused DINGTALK_CLIENT_ID/DINGTALK_CLIENT_SECRET ({resp.status}): "
+                    f"{body[:200]}; check the app's appKey/appSecret and that Stream mode is on"
+                )
+            if resp.status != 200:
+                raise _Dropped(f"gateway open failed with HTTP {resp.status}")
+            data = json.loads(body)
+        endpoint, ticket = data.get("endpoint"), data.get("ticket")
+        if not endpoint or not ticket:
+            raise _Dropped("gateway open answered without endpoint/ticket")
+        return str(URL(endpoint).update_query(ticket=ticket))
+
+    async def _connect_once(self, sink: InboundSink) -> None:
+        ws_url = await self._open_gateway()
+        async with self._http().ws_connect(
+            ws_url, autoping=False, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+        ) as ws:
+            self.status.set(ProviderState.CONNECTED)
+            pinger = asyncio.create_task(self._ping_loop(ws))
+            try:
+                await self._receive_loop(ws, sink)
+            finally:
+                pinger.cancel()
+                await asyncio.gather(pinger, return_exceptions=True)
+
+    async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await ws.ping()
+            except (aiohttp.ClientError, ConnectionError, RuntimeError):
+                return
+
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, sink: InboundSink) -> None:
+        got_any = False
+        while True:
+            try:
+                msg = await ws.receive(timeout=self.silence_limit)
+            except TimeoutError:
+                raise _Dropped(f"no frame or pong for {self.silence_limit:.0f} s") from None
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                raise _Dropped(f"websocket closed ({msg.type.name}, {msg.data!r})")
+            self.status.last_ok_at = time.time()
+            if not got_any:
+                got_any = True
+                self._backoff.reset()
+            if msg.type is aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                await self._on_frame(ws, json.loads(msg.data), sink)
+
+    async def _on_frame(
+        self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any], sink: InboundSink
+    ) -> None:
+        kind = frame.get("type", "")
+        if kind == SystemMessage.TYPE:
+            system = SystemMessage.from_dict(frame)
+            if system.headers.topic == SystemMessage.TOPIC_DISCONNECT:
+                raise _Reconnect()
+            await _ack(ws, system.headers.message_id, system.data)  # ping and the rest
+            return
+        if kind != CallbackMessage.TYPE:
+            # EVENT frames (DINGTALK_STREAM_SUBSCRIBE_EVENTS): confirmed, not handled yet.
+            await _ack(ws, frame.get("headers", {}).get("messageId"), {"status": "SUCCESS"})
+            return
+        callback = CallbackMessage.from_dict(frame)
+        inbound = None
+        if callback.headers.topic == ChatbotMessage.TOPIC:
+            inbound = to_inbound(callback.data)
+        if inbound is not None:
+            try:
+                await sink([inbound])
+            except Exception:
+                # Not confirmed: DingTalk delivers it again, the sink dedups by key.
+                log.exception("could not store DingTalk message %s; not acknowledged", inbound.key)
+                return
+        await _ack(ws, callback.headers.message_id, {"response": "OK"})
+
+    # -- outbound ------------------------------------------------------------------------
+
+    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
+        first = ""
+        for index, part in enumerate(_split_text(message.text, TEXT_LIMIT)):
+            sent_id = await self._send_part(chat, _title(part), part)
+            if index == 0:
+                first = sent_id
+        return first
+
+    async def _send_part(self, chat: ChatRef, title: str, text: str) -> str:
+        errors: list[DeliveryError] = []
+        for attempt in (self._via_session_webhook, self._via_openapi, self._via_custom_webhook):
+            try:
+                result = await attempt(chat, title, text)
+            except DeliveryError as exc:
+                log.info("DingTalk send route failed: %s", exc)
+                errors.append(exc)
+                continue
+            if result is not None:
+                return result
+        retryable = [e for e in errors if isinstance(e, RetryLater)]
+        if retryable:
+            raise retryable[-1]
+        if errors:
+            raise errors[-1]
+        raise PermanentDeliveryError(
+            "no way to reach this DingTalk chat: no valid sessionWebhook, DINGTALK_CLIENT_ID/"
+            "SECRET/ROBOT_CODE not set and no DINGTALK_WEBHOOK_URL",
+            provider=NAME,
+        )
+
+    async def _via_session_webhook(self, chat: ChatRef, title: str, text: str) -> str | None:
+        url = str(chat.route.get("session_webhook") or "")
+        expires_at = float(chat.route.get("session_webhook_expires_at") or 0)
+        if not url or expires_at < time.time() + SESSION_WEBHOOK_MARGIN:
+            return None
+        await self._post_webhook(url, title, text, "sessionWebhook")
+        return ""
+
+    async def _via_custom_webhook(self, chat: ChatRef, title: str, text: str) -> str | None:
+        if not self.settings.webhook_url:
+            return None
+        await self._post_webhook(self.settings.webhook_url, title, text, "DINGTALK_WEBHOOK_URL")
+        return ""
+
+    async def _post_webhook(self, url: str, title: str, text: str, what: str) -> None:
+        body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+        status, data, retry_after = await self._post(url, body, {})
+        _raise_for_status(status, data, retry_after, what)
+        errcode = int(data.get("errcode", 0) or 0)
+        if errcode in WEBHOOK_RATE_ERRCODES:
+            raise RetryLater(f"{what}: {data.get('errmsg')}", provider=NAME, retry_after=60.0)
+        if errcode != 0:
+            raise PermanentDeliveryError(f"{what}: {errcode} {data.get('errmsg')}", provider=NAME)
+
+    async def _via_openapi(self, chat: ChatRef, title: str, text: str) -> str | None:
+        settings = self.settings
+        if not (settings.client_id and settings.client_secret):
+            return None
+        robot_code = settings.robot_code or chat.route.get("robot_code") or settings.client_id
+        body: dict[str, Any] = {
+            "robotCode": robot_code,
+            "msgKey": "sampleMarkdown",
+            "msgParam": json.dumps({"title": title, "text": text}, ensure_ascii=False),
+        }
+        if chat.is_group:
+            path = "/v1.0/robot/groupMessages/send"
+            body["openConversationId"] = chat.chat_id
+        else:
+            staff_id = chat.route.get("sender_staff_id")
+            if not staff_id:
+                raise PermanentDeliveryError(
+                    "1:1 DingTalk chat without a senderStaffId to send to", provider=NAME
+                )
+            path = "/v1.0/robot/oToMessages/batchSend"
+            body["userIds"] = [staff_id]
+        for refreshed in (False, True):
+            token = await self._access_token(force=refreshed)
+            headers = {"x-acs-dingtalk-access-token": token}
+            status, data, retry_after = await self._post(self._base + path, body, headers)
+            if status == 401 and not refreshed:
+                continue  # token revoked or expired early: refresh once
+            _raise_for_status(status, data, retry_after, path)
+            break
+        if data.get("flowControlledStaffIdList"):
+            raise RetryLater(f"{path}: flow controlled", provider=NAME, retry_after=60.0)
+        if data.get("invalidStaffIdList"):
+            raise PermanentDeliveryError(f"{path}: invalid staff id", provider=NAME)
+        return str(data.get("processQueryKey", ""))
+
+    async def _access_token(self, *, force: bool = False) -> str:
+        async with self._token_lock:
+            if not force and self._token and time.monotonic() < self._token_expires:
+                return self._token
+            url = f"{self._base}/v1.0/oauth2/accessToken"
+            body = {"appKey": self.settings.client_id, "appSecret": self.settings.client_secret}
+            status, data, retry_after = await self._post(url, body, {})
+            _raise_for_status(status, data, retry_after, "accessToken")
+            self._token = str(data["accessToken"])
+            ttl = float(data.get("expireIn", 7200))
+            self._token_expires = time.monotonic() + max(ttl - TOKEN_MARGIN, ttl / 2)
+            return self._token
+
+    async def _post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], float | None]:
+        try:
+            async with self._http().post(url, json=body, headers=headers) as resp:
+                text = await resp.text()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RetryLater(f"DingTalk unreachable: {exc!r}", provider=NAME) from exc
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {"message": text[:200]}
+        return status, data if isinstance(data, dict) else {}, retry_after
+
+    # -- no-ops --------------------------------------------------------------------------
+
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+        """DingTalk robots cannot edit a sent message."""
+
+    async def show_typing(self, chat: ChatRef) -> None:
+        """DingTalk has no typing indicator for robots."""
+
+    async def acknowledge_button(self, callback_id: str, text: str = "") -> None:
+        """No inline buttons on DingTalk: answers come back as text."""
+
+
+class _Dropped(Exception):
+    """The stream connection failed or went silent."""
+
+
+class _OpenRejected(Exception):
+    """The gateway refused our credentials."""
+
+
+async def _ack(ws: aiohttp.ClientWebSocketResponse, message_id: Any, data: Any) -> None:
+    ack = AckMessage()
+    ack.code = AckMessage.STATUS_OK
+    ack.headers.message_id = message_id
+    ack.headers.content_type = "application/json"
+    ack.message = "OK"
+    ack.data = data
+    await ws.send_str(json.dumps(ack.to_dict()))
+
+
+def to_inbound(data: dict[str, Any]) -> InboundMessage | None:
+    """A robot message (the CALLBACK frame's data) as an InboundMessage, or None to ignore."""
+    robot = ChatbotMessage.from_dict(data)
+    if robot.chatbot_user_id and robot.sender_id == robot.chatbot_user_id:
+        return None  # the robot's own message
+    is_group = robot.conversation_type == "2"
+    if is_group and not robot.is_in_at_list:
+        return None  # DingTalk group messages count only when the robot is @-mentioned
+    unsupported = robot.message_type != "text"
+    text = ""
+    if not unsupported:
+        text = _LEADING_MENTION.sub("", robot.text.content or "", count=1).strip() or "/help"
+    expires_ms = robot.session_webhook_expired_time or 0
+    created_ms = robot.create_at
+    return InboundMessage(
+        provider=NAME,
+        key=f"{NAME}:{robot.message_id}",
+        chat_id=str(robot.conversation_id),
+        text=text,
+        message_id=str(robot.message_id),
+        sender_id=str(robot.sender_staff_id or robot.sender_id or ""),
+        sender_name=str(robot.sender_nick or ""),
+        is_group=is_group,
+        route={
+            "conversation_type": str(robot.conversation_type or ""),
+            "sender_staff_id": str(robot.sender_staff_id or ""),
+            "session_webhook": str(robot.session_webhook or ""),
+            # epoch seconds
+            "session_webhook_expires_at": expires_ms / 1000.0,
+            "robot_code": str(robot.robot_code or ""),
+        },
+        unsupported=unsupported,
+        received_at=created_ms / 1000.0 if isinstance(created_ms, int | float) else time.time(),
+    )
+
+
+def _raise_for_status(
+    status: int, data: dict[str, Any], retry_after: float | None, what: str
+) -> None:
+    if 200 <= status < 300:
+        return
+    detail = f"{what}: HTTP {status} {data.get('code', '')} {data.get('message', '')}".strip()
+    code = str(data.get("code", ""))
+    if status == 429 or status >= 500 or "QpsLimit" in code or "Throttling" in code:
+        raise RetryLater(detail, provider=NAME, retry_after=retry_after)
+    raise PermanentDeliveryError(detail, provider=NAME)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _title(text: str) -> str:
+    """The notification preview: first non-empty line without markdown marks."""
+    for line in text.splitlines():
+        plain = re.sub(r"[#>*_`\[\]]", "", line).strip()
+        if plain:
+            return plain[:TITLE_LIMIT]
+    return "Poco"
+
+
+def _split_text(text: str, limit: int) -> Sequence[str]:
+    """Split at line boundaries into chunks of at most `limit` characters (hard-cut long lines)."""
+    if len(text) <= limit:
+        return [text]
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > limit:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) > limit:
+            chunks.append(current)
+            current = ""
+        current += line
+    if current:
+        chunks.append(current)
+    return chunks

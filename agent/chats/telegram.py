@@ -1,0 +1,449 @@
+"""Telegram provider: getUpdates long polling and sends through python-telegram-bot's Bot."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+# PTB >= 22.2 warns on every RetryAfter unless timedelta values are opted into; we handle both.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+import telegramify_markdown  # noqa: E402
+from telegram import (  # noqa: E402
+    Bot,
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatAction, ChatType  # noqa: E402
+from telegram.error import (  # noqa: E402
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.request import HTTPXRequest  # noqa: E402
+
+from agent.chats.base import (  # noqa: E402
+    Button,
+    ChatRef,
+    InboundMessage,
+    InboundSink,
+    OutboundMessage,
+    ProviderState,
+    ProviderStatus,
+)
+from agent.chats.text import (  # noqa: E402
+    TELEGRAM_CALLBACK_DATA_LIMIT,
+    TELEGRAM_TEXT_LIMIT,
+    split_text,
+    utf16_len,
+)
+from agent.config import TelegramSettings  # noqa: E402
+from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater  # noqa: E402
+from agent.retry import Backoff, sleep_or_stop  # noqa: E402
+
+PROVIDER = "telegram"
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+REQUEST_READ_TIMEOUT = 15.0
+# PTB adds the long-poll timeout to the getUpdates read timeout; this is the margin on top.
+POLL_READ_MARGIN = 10.0
+CONFLICT_RETRY_DELAY = 30.0
+TOKEN_RETRY_DELAY = 60.0
+GLOBAL_RATE, GLOBAL_BURST = 30.0, 30.0  # messages per second, all chats
+PRIVATE_RATE, PRIVATE_BURST = 1.0, 3.0  # per private chat
+GROUP_RATE, GROUP_BURST = 20 / 60, 3.0  # per group: 20 a minute
+LINK_SCHEMES = ("http://", "https://", "tg://")
+EMPTY_TEXT = "\u2026"  # Telegram refuses a blank text
+COMMAND_MENTION = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(.*)", re.DOTALL)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Part = tuple[str, list[MessageEntity]]
+
+
+class RateLimiter:
+    """A token bucket: `acquire()` waits until one more message fits the rate."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate, self._burst = rate, burst
+        self._tokens, self._stamp = burst, time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+                self._tokens, self._stamp = 1.0, time.monotonic()
+            self._tokens -= 1
+
+
+class TelegramProvider:
+    """The ChatProvider for Telegram in polling mode."""
+
+    name = PROVIDER
+    text_limit = TELEGRAM_TEXT_LIMIT
+
+    def __init__(
+        self, settings: TelegramSettings, *, commands: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.settings = settings
+        self.status = ProviderStatus(enabled=True, mode=settings.mode)
+        self.commands = [BotCommand(command, description) for command, description in commands]
+        proxy = settings.proxy_url or None
+        self.request = HTTPXRequest(proxy=proxy, read_timeout=REQUEST_READ_TIMEOUT)
+        # Its own client (one connection) so a pending long poll never blocks a send.
+        self.updates_request = HTTPXRequest(
+            connection_pool_size=1,
+            proxy=proxy,
+            read_timeout=settings.poll_timeout + POLL_READ_MARGIN,
+        )
+        self.bot = Bot(
+            settings.token,
+            base_url=f"{settings.api_base_url}/bot",
+            base_file_url=f"{settings.api_base_url}/file/bot",
+            request=self.request,
+            get_updates_request=self.updates_request,
+        )
+        self.username = ""
+        self.offset = 0
+        self.backoff = Backoff()
+        self._ready = False
+        self._stop = asyncio.Event()
+        self._global_limit = RateLimiter(GLOBAL_RATE, GLOBAL_BURST)
+        self._chat_limits: dict[str, RateLimiter] = {}
+
+    # ---- receiving ---------------------------------------------------------------------
+
+    async def run(self, sink: InboundSink) -> None:
+        """Poll until cancelled or closed; confirm each batch only after `sink` stored it."""
+        self.status.set(ProviderState.CONNECTING)
+        backoff = self.backoff
+        while not self._stop.is_set():
+            try:
+                if not self._ready:
+                    await self._connect()
+                await self._poll_once(sink)
+            except Exception as exc:  # every failure is retried; none ends the loop
+                if await sleep_or_stop(self._failure_delay(exc, backoff), self._stop):
+                    return
+            else:
+                backoff.reset()
+
+    async def _connect(self) -> None:
+        await self.bot.initialize()  # getMe
+        self.username = self.bot.username
+        # Polling and a webhook exclude each other; keep the pending updates (never drop them).
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        if self.commands:
+            try:
+                await self.bot.set_my_commands(self.commands)
+            except BadRequest as exc:
+                log.warning("Telegram refused the command menu: %s", exc.message)
+        self._ready = True
+        self.status.set(ProviderState.CONNECTED)
+
+    async def _poll_once(self, sink: InboundSink) -> None:
+        timeout = self.settings.poll_timeout
+        updates = await asyncio.wait_for(
+            self.bot.get_updates(
+                offset=self.offset or None,
+                timeout=timeout,
+                allowed_updates=ALLOWED_UPDATES,
+                read_timeout=POLL_READ_MARGIN,
+            ),
+            timeout=2 * timeout + POLL_READ_MARGIN,
+        )
+        self.status.set(ProviderState.CONNECTED)
+        if not updates:
+            return
+        messages = [m for m in map(self._convert, updates) if m is not None]
+        if messages:
+            await sink(messages)
+        # Persist before confirm: only now may Telegram forget these updates.
+        self.offset = updates[-1].update_id + 1
+
+    def _failure_delay(self, exc: Exception, backoff: Backoff) -> float:
+        """Record why the loop failed and say how long to wait before the next try."""
+        if isinstance(exc, Conflict):
+            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+            return CONFLICT_RETRY_DELAY
+        if isinstance(exc, InvalidToken):
+            self._ready = False
+            self.status.set(ProviderState.ERROR, "token rejected")
+            return TOKEN_RETRY_DELAY
+        if isinstance(exc, RetryAfter):
+            return backoff.next_delay(_seconds(exc.retry_after))
+        if isinstance(exc, TimeoutError):
+            self.status.set(ProviderState.ERROR, "getUpdates was silent too long; restarted")
+            return 0.0
+        if isinstance(exc, TelegramError):
+            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+        else:
+            log.exception("storing Telegram updates failed; they will come again")
+        return backoff.next_delay()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.settings.token, "***") if self.settings.token else text
+
+    def _convert(self, update: Update) -> InboundMessage | None:
+        key = f"{PROVIDER}:{update.update_id}"
+        if update.callback_query is not None:
+            return _from_callback(key, update.callback_query)
+        message = update.message or update.edited_message
+        if message is None:
+            return None
+        if message.text is None:
+            if message.effective_attachment is None:
+                return None  # a service message (member joined, pin...): nothing to answer
+            return _from_message(key, message, message.caption or "", unsupported=True)
+        text = self._addressed(message.text)
+        return None if text is None else _from_message(key, message, text)
+
+    def _addressed(self, text: str) -> str | None:
+        """`/cmd@OurBot args` → `/cmd args`; None for a command meant for another bot."""
+        match = COMMAND_MENTION.match(text)
+        if match is None:
+            return text
+        if match[2].lower() != self.username.lower():
+            return None
+        return match[1] + match[3]
+
+    # ---- sending -----------------------------------------------------------------------
+
+    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
+        parts = _render(message)
+        markup = _keyboard(message.buttons)
+        first = ""
+        for index, (text, entities) in enumerate(parts):
+            reply_to = message.reply_to_message_id if index == 0 else ""
+            # Buttons go under the last part, where the reader ends up.
+            last = index == len(parts) - 1
+            sent = await self._send_part(chat, text, entities, reply_to, markup if last else None)
+            first = first or str(sent.message_id)
+        return first
+
+    async def _send_part(
+        self,
+        chat: ChatRef,
+        text: str,
+        entities: list[MessageEntity],
+        reply_to: str,
+        markup: InlineKeyboardMarkup | None,
+    ) -> Message:
+        await self._throttle(chat)
+        kwargs: dict[str, Any] = {
+            "chat_id": int(chat.chat_id),
+            "text": text,
+            "reply_markup": markup,
+            "message_thread_id": chat.route.get("thread_id"),
+            "reply_parameters": _reply(reply_to),
+        }
+        try:
+            return await self._call(self.bot.send_message(entities=entities or None, **kwargs))
+        except PermanentDeliveryError as exc:
+            if not (entities and _is_entity_error(exc)):
+                raise
+            return await self._call(self.bot.send_message(**kwargs))
+
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+        parts = _render(message) or [(EMPTY_TEXT, [])]
+        text, entities = parts[0]
+        kwargs: dict[str, Any] = {
+            "chat_id": int(chat.chat_id),
+            "message_id": int(message_id),
+            "text": text,
+            "reply_markup": _keyboard(message.buttons),
+        }
+        try:
+            try:
+                await self._call(self.bot.edit_message_text(entities=entities or None, **kwargs))
+            except PermanentDeliveryError as exc:
+                if not (entities and _is_entity_error(exc)):
+                    raise
+                await self._call(self.bot.edit_message_text(**kwargs))
+        except PermanentDeliveryError as exc:
+            if "message is not modified" not in str(exc).lower():
+                raise
+
+    async def show_typing(self, chat: ChatRef) -> None:
+        await self._call(
+            self.bot.send_chat_action(
+                int(chat.chat_id), ChatAction.TYPING, message_thread_id=chat.route.get("thread_id")
+            )
+        )
+
+    async def acknowledge_button(self, callback_id: str, text: str = "") -> None:
+        try:
+            await self._call(self.bot.answer_callback_query(callback_id, text=text or None))
+        except PermanentDeliveryError as exc:
+            # A press older than ~15 minutes can no longer be answered; nothing is lost.
+            if "query is too old" not in str(exc).lower():
+                raise
+
+    async def close(self) -> None:
+        self._stop.set()
+        await self.bot.shutdown()
+        await self.request.shutdown()
+        await self.updates_request.shutdown()
+
+    async def _throttle(self, chat: ChatRef) -> None:
+        limiter = self._chat_limits.get(chat.chat_id)
+        if limiter is None:
+            group = chat.is_group or chat.chat_id.startswith("-")
+            rate, burst = (GROUP_RATE, GROUP_BURST) if group else (PRIVATE_RATE, PRIVATE_BURST)
+            limiter = self._chat_limits[chat.chat_id] = RateLimiter(rate, burst)
+        await limiter.acquire()
+        await self._global_limit.acquire()
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """Await a Bot call, turning PTB's errors into agent.errors."""
+        try:
+            return await call
+        except RetryAfter as exc:
+            raise RetryLater(
+                "Telegram flood control", provider=PROVIDER, retry_after=_seconds(exc.retry_after)
+            ) from exc
+        except Conflict as exc:
+            raise ProviderConflict(exc.message, provider=PROVIDER) from exc
+        except InvalidToken as exc:
+            # Not the message's fault: keep it until the token is fixed.
+            raise RetryLater(
+                "token rejected", provider=PROVIDER, retry_after=TOKEN_RETRY_DELAY
+            ) from exc
+        except (Forbidden, BadRequest, ChatMigrated) as exc:
+            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
+        except NetworkError as exc:  # TimedOut and 5xx too; BadRequest was caught above
+            raise RetryLater(self._scrub(exc.message), provider=PROVIDER) from exc
+        except TelegramError as exc:
+            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
+
+
+def _from_message(
+    key: str, message: Message, text: str, *, unsupported: bool = False
+) -> InboundMessage:
+    sender = message.from_user
+    reply = message.reply_to_message
+    route = {"thread_id": message.message_thread_id} if message.is_topic_message else {}
+    return InboundMessage(
+        provider=PROVIDER,
+        key=key,
+        chat_id=str(message.chat.id),
+        text=text,
+        message_id=str(message.message_id),
+        sender_id=str(sender.id) if sender else "",
+        sender_name=(sender.username or sender.full_name) if sender else "",
+        is_group=message.chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
+        reply_to_message_id=str(reply.message_id) if reply else "",
+        route=route,
+        unsupported=unsupported,
+    )
+
+
+def _from_callback(key: str, query: CallbackQuery) -> InboundMessage:
+    message = query.message
+    chat = message.chat if message is not None else None
+    return InboundMessage(
+        provider=PROVIDER,
+        key=key,
+        chat_id=str(chat.id if chat else query.from_user.id),
+        text="",
+        message_id=str(message.message_id) if message else "",
+        sender_id=str(query.from_user.id),
+        sender_name=query.from_user.username or query.from_user.full_name,
+        is_group=chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
+        callback_data=query.data or "",
+        callback_id=query.id,
+    )
+
+
+def _render(message: OutboundMessage) -> list[Part]:
+    """Markdown → plain text + entities (never a parse error), split at line boundaries."""
+    text, entities = message.text, []
+    if message.markdown:
+        try:
+            text, converted = telegramify_markdown.convert(message.text)
+        except Exception:  # a renderer bug must not lose the message
+            log.warning("Markdown rendering failed; sending plain text", exc_info=True)
+        else:
+            entities = [_entity(e) for e in converted if _usable(e)]
+    parts: list[Part] = []
+    start = 0
+    for chunk in split_text(text, TELEGRAM_TEXT_LIMIT, measure=utf16_len):
+        size = utf16_len(chunk)
+        if chunk.strip():  # Telegram rejects a blank message
+            parts.append((chunk, _clip(entities, start, start + size)))
+        start += size
+    return parts
+
+
+def _usable(entity: telegramify_markdown.MessageEntity) -> bool:
+    return entity.type != "text_link" or (entity.url or "").startswith(LINK_SCHEMES)
+
+
+def _entity(entity: telegramify_markdown.MessageEntity) -> MessageEntity:
+    return MessageEntity(
+        entity.type, entity.offset, entity.length, url=entity.url, language=entity.language
+    )
+
+
+def _clip(entities: list[MessageEntity], start: int, end: int) -> list[MessageEntity]:
+    """The entities overlapping [start, end), cut to it and made relative to `start`."""
+    clipped = []
+    for entity in entities:
+        low, high = max(entity.offset, start), min(entity.offset + entity.length, end)
+        if high > low:
+            clipped.append(
+                MessageEntity(
+                    entity.type, low - start, high - low, url=entity.url, language=entity.language
+                )
+            )
+    return clipped
+
+
+def _keyboard(rows: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    for row in rows:
+        for button in row:
+            if len(button.data.encode()) > TELEGRAM_CALLBACK_DATA_LIMIT:
+                raise PermanentDeliveryError(
+                    f"button data over {TELEGRAM_CALLBACK_DATA_LIMIT} bytes: {button.data!r}",
+                    provider=PROVIDER,
+                )
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
+    )
+
+
+def _reply(message_id: str) -> ReplyParameters | None:
+    if not message_id:
+        return None
+    # A deleted original must not make the answer undeliverable.
+    return ReplyParameters(int(message_id), allow_sending_without_reply=True)
+
+
+def _is_entity_error(exc: PermanentDeliveryError) -> bool:
+    return "can't parse entities" in str(exc).lower()
+
+
+def _seconds(value: float | dtm.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)

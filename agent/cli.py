@@ -1,0 +1,195 @@
+"""The command line: subcommands, and the only place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__, paths
+from agent.config import Settings, effective_values, load_settings, template
+from agent.errors import AgentError, ConfigError, InstanceLockedError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poco-im-agent",
+        description="Drive Poco agent sessions from Telegram and DingTalk.",
+    )
+    parser.add_argument("--version", action="version", version=f"poco-im-agent {__version__}")
+    parser.add_argument("--env-file", type=Path, help="read configuration from this file too")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run headless in the foreground (default)")
+    status = commands.add_parser("status", help="ask the running agent for its state")
+    status.add_argument("--json", action="store_true", help="print the health JSON")
+    pair = commands.add_parser("pair", help="manage which chats may use the bot")
+    pair_commands = pair.add_subparsers(dest="pair_command", required=True)
+    pair_commands.add_parser("list", help="pending pairing codes and allowed chats")
+    approve = pair_commands.add_parser("approve", help="allow the chat that got this code")
+    approve.add_argument("code")
+    revoke = pair_commands.add_parser("revoke", help="forbid a chat again")
+    revoke.add_argument("chat", metavar="PROVIDER:CHAT")
+    config = commands.add_parser("config", help="configuration files")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser("path", help="where the files live")
+    config_commands.add_parser("show", help="effective configuration, secrets masked")
+    config_commands.add_parser("init", help="write a commented template config file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "config" and args.config_command in {"path", "init"}:
+            return _config_files(args.config_command)
+        settings = load_settings(env_file=args.env_file)
+        if command == "run":
+            return _run(settings)
+        if command == "status":
+            return _status(settings, as_json=args.json)
+        if command == "pair":
+            return _pair(settings, args)
+        if command == "config":
+            return _config_show(settings)
+    except ConfigError as exc:
+        print(f"poco-im-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InstanceLockedError as exc:
+        print(f"poco-im-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except AgentError as exc:
+        print(f"poco-im-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _run(settings: Settings) -> int:
+    from agent.logs import setup_logging
+    from agent.runtime import Runtime
+
+    setup_logging(settings.log_level, paths.log_file(settings.data_dir), settings.secrets())
+    runtime = Runtime(settings)
+    asyncio.run(_run_until_signal(runtime))
+    return EXIT_OK
+
+
+async def _run_until_signal(runtime: object) -> None:
+    from agent.runtime import Runtime
+
+    assert isinstance(runtime, Runtime)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if runtime.stop_event.is_set():
+            os._exit(EXIT_FAILED)  # a second Ctrl+C: stop waiting for in-flight work
+        runtime.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal)
+        except (NotImplementedError, RuntimeError):  # Windows: only SIGINT, via signal()
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(on_signal))
+    await runtime.run()
+
+
+def _agent_port(settings: Settings) -> int | None:
+    if settings.http_port:
+        return settings.http_port
+    try:
+        return int(paths.port_file(settings.data_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    import httpx
+
+    port = _agent_port(settings)
+    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host  # noqa: S104
+    try:
+        if port is None:
+            raise httpx.ConnectError("no port file")
+        health = httpx.get(f"http://{host}:{port}/api/v1/health", timeout=3).json()
+    except (httpx.HTTPError, ValueError):
+        print("poco-im-agent is not running" + ("" if port is None else f" (port {port})"))
+        return EXIT_NOT_RUNNING
+    if as_json:
+        print(json.dumps(health, indent=2, ensure_ascii=False))
+    else:
+        print(f"poco-im-agent {health.get('version')}: {health.get('status')}")
+        for name, provider in health.get("providers", {}).items():
+            if provider.get("enabled"):
+                detail = f" ({provider['detail']})" if provider.get("detail") else ""
+                print(f"  {name}: {provider['state']}{detail}")
+        print(f"  backend: {health.get('backend', {}).get('state')}")
+        print(f"  outbox pending: {health.get('outbox_pending')}")
+    return EXIT_OK if health.get("status") == "ok" else EXIT_FAILED
+
+
+def _pair(settings: Settings, args: argparse.Namespace) -> int:
+    from agent.core import access
+    from agent.store import db
+
+    db.open_database(settings.database_path)
+    try:
+        if args.pair_command == "list":
+            for pairing in access.pending_pairings():
+                print(
+                    f"pending  {pairing.code}  {pairing.provider}:{pairing.chat_id}  "
+                    f"{pairing.title}"
+                )
+            for channel in access.allowed_channels():
+                print(f"allowed  {channel.address}  {channel.title}")
+            return EXIT_OK
+        if args.pair_command == "approve":
+            approved = access.approve(args.code, settings.lang)
+            if approved is None:
+                print(
+                    f"no live pairing code {args.code!r} (codes expire after an hour)",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            print(f"approved {approved.address}")
+            return EXIT_OK
+        if access.revoke(args.chat):
+            print(f"revoked {args.chat}")
+            return EXIT_OK
+        print(f"{args.chat} was not allowed", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        db.close_database()
+
+
+def _config_files(command: str) -> int:
+    config_file = paths.user_config_file()
+    if command == "path":
+        print(f"config file: {config_file}")
+        print(f"data dir:    {paths.default_data_dir()}")
+        print(f"log file:    {paths.log_file(paths.default_data_dir())}")
+        return EXIT_OK
+    if config_file.exists():
+        print(f"{config_file} already exists; not overwritten")
+        return EXIT_OK
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(template(), encoding="utf-8")
+    # The file will hold tokens: readable by its owner only (where the OS has modes).
+    config_file.chmod(0o600)
+    print(f"wrote {config_file}")
+    return EXIT_OK
+
+
+def _config_show(settings: Settings) -> int:
+    for name, value, source in effective_values(settings):
+        print(f"{name}={value}" + ("" if source == "set" else "  # default"))
+    return EXIT_OK

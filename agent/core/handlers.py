@@ -1,0 +1,359 @@
+"""An inbound chat message to its replies and backend calls (one command each)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agent.backend.client import BackendClient
+from agent.chats.base import InboundMessage, OutboundMessage
+from agent.core import i18n, prompts
+from agent.core.commands import Command, parse
+from agent.core.notices import NoticeContext
+from agent.errors import (
+    BackendError,
+    BackendForbidden,
+    BackendNotFound,
+    BackendRejected,
+    BackendUnavailable,
+)
+from agent.store import queries
+from agent.store.models import Channel
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 20_000
+LIST_DEFAULT = 10
+LIST_MAX = 30
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# Called after a prompt reached the backend, so notifications and typing can start at once.
+PromptListener = Callable[[Channel, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    lang: str
+    frontend_url: str
+    link_lang: str
+    # Providers that show inline buttons (and can edit a prompt once answered).
+    button_providers: frozenset[str] = frozenset({"telegram"})
+
+    @property
+    def notice_context(self) -> NoticeContext:
+        return NoticeContext(self.lang, self.frontend_url, self.link_lang)
+
+
+class Handlers:
+    def __init__(
+        self,
+        backend: BackendClient,
+        settings: HandlerSettings,
+        on_prompt: PromptListener | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.on_prompt = on_prompt
+        self._commands: dict[str, Callable[[Channel, str], Awaitable[list[str]]]] = {
+            "help": self._help,
+            "list": self._list,
+            "new": self._new,
+            "connect": self._connect,
+            "watch": self._watch,
+            "watches": self._watches,
+            "unwatch": self._unwatch,
+            "link": self._link,
+            "clear": self._clear,
+            "answer": self._answer,
+        }
+
+    def t(self, key: str, **values: object) -> str:
+        return i18n.text(self.settings.lang, key, **values)
+
+    def link(self, session_id: str) -> str:
+        return i18n.session_link(self.settings.frontend_url, self.settings.link_lang, session_id)
+
+    async def handle(self, message: InboundMessage, channel: Channel) -> list[OutboundMessage]:
+        """The replies to one message. Backend failures become short replies, never raise."""
+        try:
+            texts = await self._dispatch(message, channel)
+        except BackendError as exc:
+            texts = [self._backend_error_text(exc)]
+        return [OutboundMessage(text) for text in texts]
+
+    async def _dispatch(self, message: InboundMessage, channel: Channel) -> list[str]:
+        if message.unsupported:
+            return [self.t("text_only")]
+        if len(message.text) > MAX_PROMPT_CHARS:
+            return [self.t("too_long", length=len(message.text), limit=MAX_PROMPT_CHARS)]
+        answer = self._answer_in(message, channel)
+        if answer is not None:
+            return await self._apply_answer(answer, channel)
+        command = parse(message.text)
+        if command.is_plain_text:
+            return await self._plain_text(channel, command.args)
+        if command.name == "?":
+            return [self.t("unknown_command", name=command.raw_name[:32]) + "\n\n" + self.t("help")]
+        return await self._commands[command.name](channel, command.args)
+
+    def _answer_in(self, message: InboundMessage, channel: Channel) -> prompts.Answer | None:
+        """An answer to an input prompt: a button, a reply to the prompt, or a number/label."""
+        ctx = self.settings.notice_context
+        if message.callback_data:
+            return prompts.answer_from_button(channel, message.callback_data, ctx)
+        if message.text.startswith(("/", "／")):
+            return None
+        if message.reply_to_message_id:
+            answer = prompts.answer_from_reply(channel, message.reply_to_message_id, message.text)
+            if answer is not None:
+                return answer
+        if channel.provider not in self.settings.button_providers:
+            return prompts.answer_from_text(channel, message.text, ctx)
+        return None
+
+    async def _apply_answer(self, answer: prompts.Answer, channel: Channel) -> list[str]:
+        if answer.refresh is not None:
+            queries.enqueue(
+                channel,
+                answer.refresh,
+                kind="edit",
+                extra={"target_dedup_key": prompts.prompt_key(answer.prompt.request_id)},
+            )
+            return []
+        if answer.answers is None:
+            return [answer.reply] if answer.reply else []
+        request_id = answer.prompt.request_id
+        reply = await self.submit_answer(request_id, answer.answers)
+        if reply == self.t("answer_sent"):
+            prompts.close_request_everywhere(
+                request_id,
+                self.settings.notice_context,
+                self.settings.button_providers,
+                answer.summary,
+                answered_in=channel,
+            )
+            if channel.provider in self.settings.button_providers:
+                return []  # the prompt itself is edited to show the answer
+        elif reply in (self.t("answer_already"), self.t("answer_expired")):
+            state = "expired" if reply == self.t("answer_expired") else "answered"
+            prompts.close_prompt(
+                answer.prompt, state, self.settings.notice_context, self.settings.button_providers
+            )
+        return [reply]
+
+    def _backend_error_text(self, exc: BackendError) -> str:
+        if isinstance(exc, BackendUnavailable):
+            log.warning("backend unavailable: %s", exc)
+            return self.t("backend_down")
+        log.info("backend refused: %s", exc)
+        return self.t("backend_refused", reason=str(exc)[:300])
+
+    # --- commands ---
+
+    async def _help(self, channel: Channel, args: str) -> list[str]:
+        return [self.t("help")]
+
+    async def _plain_text(self, channel: Channel, text: str) -> list[str]:
+        if not text:
+            return [self.t("empty")]
+        session_id = queries.bound_session(channel)
+        if session_id is None:
+            return [self.t("not_bound")]
+        try:
+            await self.backend.create_task(text, session_id)
+        except BackendNotFound:
+            return [self.t("not_found", session_id=session_id)]
+        queries.watch(channel, session_id)
+        await self._prompt_sent(channel, session_id)
+        return [self.t("continued", short_id=session_id[:8])]
+
+    async def _new(self, channel: Channel, args: str) -> list[str]:
+        if not args:
+            return [self.t("new_usage")]
+        task = await self.backend.create_task(args)
+        queries.bind(channel, task.session_id, new_session=True)
+        await self._prompt_sent(channel, task.session_id)
+        return [self.t("created", session_id=task.session_id, link=self.link(task.session_id))]
+
+    async def _list(self, channel: Channel, args: str) -> list[str]:
+        count = LIST_DEFAULT
+        if args:
+            if not args.isdigit() or not 1 <= int(args) <= LIST_MAX:
+                return [self.t("bad_count", value=args[:40])]
+            count = int(args)
+        sessions = await self.backend.list_sessions(limit=count)
+        if not sessions:
+            return [self.t("list_empty")]
+        queries.set_meta(_list_key(channel), json.dumps([s.session_id for s in sessions]))
+        bound = queries.bound_session(channel)
+        watched = queries.watched_session_ids(channel)
+        lines = [self.t("list_header")]
+        for index, session in enumerate(sessions, start=1):
+            marks = ("🔗" if session.session_id == bound else "") + (
+                "👀" if session.session_id in watched else ""
+            )
+            emoji = i18n.STATUS_EMOJI.get(session.status, "•")
+            title = _one_line(session.title) or self.t("untitled")
+            lines.append(f"{index}. {emoji} {title} `{session.session_id[:8]}` {marks}".rstrip())
+        lines.append(self.t("list_footer"))
+        return ["\n".join(lines)]
+
+    async def _connect(self, channel: Channel, args: str) -> list[str]:
+        if not args:
+            return [self.t("connect_usage")]
+        session_id, error = self._resolve(channel, args, _list_key(channel))
+        if error:
+            return [error]
+        try:
+            session = await self.backend.get_session(session_id)
+        except BackendNotFound:
+            return [self.t("not_found", session_id=session_id)]
+        except BackendForbidden:
+            return [self.t("forbidden", session_id=session_id)]
+        queries.bind(channel, session.session_id)
+        return [
+            self.t(
+                "connected",
+                title=_one_line(session.title) or self.t("untitled"),
+                session_id=session.session_id,
+                status=session.status,
+                link=self.link(session.session_id),
+            )
+        ]
+
+    async def _watch(self, channel: Channel, args: str) -> list[str]:
+        if not args:
+            return [self.t("watch_usage")]
+        session_id, error = self._resolve(channel, args, _list_key(channel))
+        if error:
+            return [error]
+        try:
+            await self.backend.get_session(session_id)
+        except BackendNotFound:
+            return [self.t("not_found", session_id=session_id)]
+        except BackendForbidden:
+            return [self.t("forbidden", session_id=session_id)]
+        if not queries.watch(channel, session_id):
+            return [self.t("already_watching", session_id=session_id)]
+        return [self.t("watching", session_id=session_id)]
+
+    async def _watches(self, channel: Channel, args: str) -> list[str]:
+        watches = queries.watches(channel)
+        if not watches:
+            return [self.t("watches_empty")]
+        ids = [w.session_id for w in watches]
+        queries.set_meta(_watches_key(channel), json.dumps(ids))
+        lines = [self.t("watches_header")]
+        lines += [f"{i}. `{sid}`" for i, sid in enumerate(ids, start=1)]
+        return ["\n".join(lines)]
+
+    async def _unwatch(self, channel: Channel, args: str) -> list[str]:
+        if not args:
+            return [self.t("unwatch_usage")]
+        if args.isdigit():
+            # Numbers refer to the current /watches order.
+            queries.set_meta(
+                _watches_key(channel), json.dumps([w.session_id for w in queries.watches(channel)])
+            )
+        session_id, error = self._resolve(channel, args, _watches_key(channel))
+        if error:
+            return [error]
+        if not queries.unwatch(channel, session_id):
+            return [self.t("not_watching", session_id=session_id)]
+        return [self.t("unwatched", session_id=session_id)]
+
+    async def _link(self, channel: Channel, args: str) -> list[str]:
+        session_id = queries.bound_session(channel)
+        if session_id is None:
+            return [self.t("not_bound")]
+        return [self.t("link", link=self.link(session_id))]
+
+    async def _clear(self, channel: Channel, args: str) -> list[str]:
+        session_id = queries.unbind(channel)
+        if session_id is None:
+            return [self.t("nothing_to_clear")]
+        return [self.t("cleared", session_id=session_id)]
+
+    async def _answer(self, channel: Channel, args: str) -> list[str]:
+        request_id, _, raw = args.partition(" ")
+        if not request_id or not raw.strip():
+            return [self.t("answer_usage")]
+        answers = _parse_answers(raw)
+        if answers is None:
+            return [self.t("answer_bad_json")]
+        if not _UUID.match(request_id):
+            return [self.t("answer_not_found", request_id=request_id[:40])]
+        return [await self.submit_answer(request_id, answers)]
+
+    async def submit_answer(self, request_id: str, answers: dict[str, str]) -> str:
+        """Post an answer; the reply text says what happened (shared with buttons)."""
+        try:
+            await self.backend.answer_input_request(request_id, answers)
+        except BackendNotFound:
+            return self.t("answer_not_found", request_id=request_id)
+        except BackendRejected as exc:
+            reason = str(exc).lower()
+            if "answered" in reason:
+                return self.t("answer_already")
+            if "expired" in reason:
+                return self.t("answer_expired")
+            raise
+        return self.t("answer_sent")
+
+    # --- helpers ---
+
+    def _resolve(self, channel: Channel, value: str, list_key: str) -> tuple[str, str]:
+        """A session id from an id or a 1-based number into a remembered list."""
+        value = value.split()[0]
+        if value.isdigit():
+            ids: list[str] = json.loads(queries.get_meta(list_key, "[]"))
+            index = int(value)
+            if not 1 <= index <= len(ids):
+                return "", self.t("bad_index", index=index)
+            return ids[index - 1], ""
+        if not _UUID.match(value):
+            return "", self.t("bad_id", value=value[:40])
+        return value.lower(), ""
+
+    async def _prompt_sent(self, channel: Channel, session_id: str) -> None:
+        if self.on_prompt is not None:
+            await self.on_prompt(channel, session_id)
+
+
+def _list_key(channel: Channel) -> str:
+    return f"list:{channel.id}"
+
+
+def _watches_key(channel: Channel) -> str:
+    return f"watches:{channel.id}"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())[:60]
+
+
+def _parse_answers(raw: str) -> dict[str, str] | None:
+    """A JSON object whose values are strings (booleans/numbers are stringified)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    answers: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            answers[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            answers[key] = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            answers[key] = ", ".join(value)
+        else:
+            return None
+    return answers
+
+
+__all__ = ["Command", "HandlerSettings", "Handlers"]

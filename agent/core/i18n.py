@@ -1,0 +1,215 @@
+"""Reply texts in zh and en. Pure: `text(lang, key, **values)`."""
+
+from __future__ import annotations
+
+STATUS_EMOJI: dict[str, str] = {
+    "pending": "⏳",
+    "queued": "⏳",
+    "claimed": "⏳",
+    "running": "🔄",
+    "completed": "✅",
+    "failed": "❌",
+    "canceled": "⛔",
+}
+
+_EN: dict[str, str] = {
+    "help": (
+        "*Poco agent commands*\n"
+        "/new <task> — start a session and connect this chat\n"
+        "/list [n] — recent sessions\n"
+        "/connect <id|n> — connect this chat to a session\n"
+        "/watch <id> — get a session's notifications\n"
+        "/watches — sessions this chat watches\n"
+        "/unwatch <id|n> — stop watching\n"
+        "/link — link to the connected session\n"
+        "/clear — disconnect this chat\n"
+        "/answer <request_id> <json> — answer an input request\n"
+        "Plain text continues the connected session."
+    ),
+    "menu.help": "Show the commands",
+    "menu.list": "Recent sessions",
+    "menu.new": "Start a session: /new <task>",
+    "menu.connect": "Connect to a session: /connect <id|n>",
+    "menu.watch": "Watch a session: /watch <id>",
+    "menu.watches": "Sessions this chat watches",
+    "menu.unwatch": "Stop watching: /unwatch <id|n>",
+    "menu.link": "Link to the connected session",
+    "menu.clear": "Disconnect this chat",
+    "menu.answer": "Answer an input request",
+    "unknown_command": "Unknown command /{name}.",
+    "empty": "Send /help to see what I can do.",
+    "text_only": "I can only read text messages.",
+    "too_long": "That message is too long ({length} characters; the limit is {limit}).",
+    "not_bound": "This chat is not connected to a session. Start one with /new <task> or "
+    "connect with /connect <id|n> (see /list).",
+    "new_usage": "Usage: /new <task description>",
+    "created": "✅ Session created: `{session_id}`\nThis chat is connected to it.\n{link}",
+    "continued": "📨 Sent to session `{short_id}`.",
+    "connect_usage": "Usage: /connect <session_id|n> (n is a number from /list)",
+    "connected": "🔗 Connected to {title} `{session_id}` ({status}).\n{link}",
+    "list_empty": "No sessions yet. Start one with /new <task>.",
+    "list_header": "Recent sessions (🔗 connected, 👀 watched):",
+    "list_footer": "Connect with /connect <n>.",
+    "untitled": "(untitled)",
+    "bad_index": "There is no session number {index} in /list.",
+    "bad_id": "{value!r} is not a session id or a /list number.",
+    "bad_count": "{value!r} is not a number of sessions (1–30).",
+    "not_found": "Session `{session_id}` was not found.",
+    "forbidden": "Session `{session_id}` belongs to another user.",
+    "watch_usage": "Usage: /watch <session_id>",
+    "watching": "👀 Watching `{session_id}`: you will get its notifications here.",
+    "already_watching": "Already watching `{session_id}`.",
+    "watches_empty": "This chat watches no session.",
+    "watches_header": "Watched sessions:",
+    "unwatch_usage": "Usage: /unwatch <session_id|n> (n is a number from /watches)",
+    "unwatched": "Stopped watching `{session_id}`.",
+    "not_watching": "This chat does not watch `{session_id}`.",
+    "link": "🔗 {link}",
+    "cleared": "Disconnected from `{session_id}`. Notifications for it stop too.",
+    "nothing_to_clear": "This chat is not connected to a session.",
+    "answer_usage": "Usage: /answer <request_id> <json object>, e.g. "
+    '/answer 1234… {{"approved":"true"}}',
+    "answer_bad_json": "The answer must be a JSON object of strings, e.g. "
+    '{{"Which format?":"Bullets"}}.',
+    "answer_sent": "✅ Answer sent.",
+    "answer_already": "This request was already answered.",
+    "answer_expired": "This request has expired.",
+    "answer_not_found": "No input request `{request_id}`.",
+    "backend_down": "⚠️ The Poco backend cannot be reached right now. Try again in a moment.",
+    "backend_refused": "⚠️ Poco refused that: {reason}",
+    "in_doubt": "⚠️ The agent stopped while handling your message «{preview}». It may not "
+    "have reached Poco: check with /link and send it again if needed.",
+    "pairing": "🔒 This chat is not allowed to use this bot yet.\nPairing code: `{code}`\n"
+    "Ask the owner to run: `poco-im-agent pair approve {code}` (valid for 1 hour).",
+    "paired": "✅ This chat is now allowed. Send /help to start.",
+    "notice.text": "💬 *{title}*\n{text}",
+    "notice.completed": "✅ *{title}* completed.\n{link}",
+    "notice.failed": "❌ *{title}* failed: {error}\n{link}",
+    "notice.canceled": "⛔ *{title}* was canceled.\n{link}",
+    "notice.question": "❓ *{title}* needs an answer:",
+    "notice.plan": "📋 *{title}* proposes a plan:\n\n{plan}",
+    "notice.hint_buttons": "Tap a button, or reply to this message with your own answer.",
+    "notice.hint_plan_buttons": "Approve or reject with the buttons.",
+    "notice.hint_text": "Reply with the option number or its label.",
+    "notice.hint_multi_text": "Reply with the option numbers, e.g. 1,3.",
+    "notice.hint_plan_text": 'Reply "approve" or "reject".',
+    "notice.answered": "✅ Answered: {answer}",
+    "notice.answered_elsewhere": "✅ This request was answered.",
+    "notice.expired": "⌛ This request expired.",
+    "notice.selected": "Selected: {labels}",
+    "button.approve": "✅ Approve",
+    "button.reject": "❌ Reject",
+    "button.submit": "➡️ Submit",
+    "answer.approved": "approved",
+    "answer.rejected": "rejected",
+    "answer.pick_first": "Pick at least one option first.",
+    "digest.header": "While the agent was away:",
+    "digest.line": "{emoji} *{title}* — {status}",
+    "digest.last": "Last: {text}",
+}
+
+_ZH: dict[str, str] = {
+    "help": (
+        "*Poco 智能体命令*\n"
+        "/new <任务> — 新建会话并连接本聊天\n"
+        "/list [n] — 最近的会话\n"
+        "/connect <id|n> — 连接到会话\n"
+        "/watch <id> — 订阅会话通知\n"
+        "/watches — 本聊天订阅的会话\n"
+        "/unwatch <id|n> — 取消订阅\n"
+        "/link — 当前会话链接\n"
+        "/clear — 断开当前会话\n"
+        "/answer <request_id> <json> — 回答输入请求\n"
+        "直接发送文本即可在已连接的会话中继续对话。"
+    ),
+    "menu.help": "查看命令",
+    "menu.list": "最近的会话",
+    "menu.new": "新建会话：/new <任务>",
+    "menu.connect": "连接会话：/connect <id|n>",
+    "menu.watch": "订阅会话：/watch <id>",
+    "menu.watches": "本聊天订阅的会话",
+    "menu.unwatch": "取消订阅：/unwatch <id|n>",
+    "menu.link": "当前会话链接",
+    "menu.clear": "断开当前会话",
+    "menu.answer": "回答输入请求",
+    "unknown_command": "未知命令 /{name}。",
+    "empty": "发送 /help 查看可用命令。",
+    "text_only": "目前只能处理文字消息。",
+    "too_long": "消息太长（{length} 个字符，上限 {limit}）。",
+    "not_bound": "本聊天尚未连接会话。请用 /new <任务> 新建，或用 /connect <id|n> 连接"
+    "（见 /list）。",
+    "new_usage": "用法：/new <任务描述>",
+    "created": "✅ 已创建会话：`{session_id}`\n本聊天已连接到该会话。\n{link}",
+    "continued": "📨 已发送到会话 `{short_id}`。",
+    "connect_usage": "用法：/connect <session_id|n>（n 为 /list 中的序号）",
+    "connected": "🔗 已连接到 {title} `{session_id}`（{status}）。\n{link}",
+    "list_empty": "还没有会话。用 /new <任务> 新建一个。",
+    "list_header": "最近的会话（🔗 已连接，👀 已订阅）：",
+    "list_footer": "用 /connect <序号> 连接。",
+    "untitled": "（无标题）",
+    "bad_index": "/list 中没有第 {index} 个会话。",
+    "bad_id": "{value!r} 不是会话 ID，也不是 /list 中的序号。",
+    "bad_count": "{value!r} 不是有效的数量（1–30）。",
+    "not_found": "找不到会话 `{session_id}`。",
+    "forbidden": "会话 `{session_id}` 属于其他用户。",
+    "watch_usage": "用法：/watch <session_id>",
+    "watching": "👀 已订阅 `{session_id}`，通知会发到这里。",
+    "already_watching": "已经订阅了 `{session_id}`。",
+    "watches_empty": "本聊天没有订阅任何会话。",
+    "watches_header": "已订阅的会话：",
+    "unwatch_usage": "用法：/unwatch <session_id|n>（n 为 /watches 中的序号）",
+    "unwatched": "已取消订阅 `{session_id}`。",
+    "not_watching": "本聊天没有订阅 `{session_id}`。",
+    "link": "🔗 {link}",
+    "cleared": "已断开会话 `{session_id}`，其通知也已停止。",
+    "nothing_to_clear": "本聊天没有连接会话。",
+    "answer_usage": "用法：/answer <request_id> <JSON 对象>，例如 "
+    '/answer 1234… {{"approved":"true"}}',
+    "answer_bad_json": '回答必须是字符串组成的 JSON 对象，例如 {{"Which format?":"Bullets"}}。',
+    "answer_sent": "✅ 回答已提交。",
+    "answer_already": "该请求已经被回答过了。",
+    "answer_expired": "该请求已过期。",
+    "answer_not_found": "找不到输入请求 `{request_id}`。",
+    "backend_down": "⚠️ 暂时无法连接 Poco 后端，请稍后再试。",
+    "backend_refused": "⚠️ Poco 拒绝了该请求：{reason}",
+    "in_doubt": "⚠️ 处理你的消息「{preview}」时智能体中断了，消息可能没有送达 Poco："
+    "请用 /link 查看，如有需要请重新发送。",
+    "pairing": "🔒 本聊天尚未获准使用该机器人。\n配对码：`{code}`\n"
+    "请让机器人所有者运行：`poco-im-agent pair approve {code}`（1 小时内有效）。",
+    "paired": "✅ 本聊天已获准使用。发送 /help 开始。",
+    "notice.text": "💬 *{title}*\n{text}",
+    "notice.completed": "✅ *{title}* 已完成。\n{link}",
+    "notice.failed": "❌ *{title}* 失败：{error}\n{link}",
+    "notice.canceled": "⛔ *{title}* 已取消。\n{link}",
+    "notice.question": "❓ *{title}* 需要你的回答：",
+    "notice.plan": "📋 *{title}* 提出了计划：\n\n{plan}",
+    "notice.hint_buttons": "点击按钮，或回复这条消息输入自己的答案。",
+    "notice.hint_plan_buttons": "用按钮批准或拒绝。",
+    "notice.hint_text": "回复选项序号或选项名称。",
+    "notice.hint_multi_text": "回复选项序号，例如 1,3。",
+    "notice.hint_plan_text": "回复“批准”或“拒绝”。",
+    "notice.answered": "✅ 已回答：{answer}",
+    "notice.answered_elsewhere": "✅ 该请求已被回答。",
+    "notice.expired": "⌛ 该请求已过期。",
+    "notice.selected": "已选：{labels}",
+    "button.approve": "✅ 批准",
+    "button.reject": "❌ 拒绝",
+    "button.submit": "➡️ 提交",
+    "answer.approved": "已批准",
+    "answer.rejected": "已拒绝",
+    "answer.pick_first": "请先选择至少一个选项。",
+    "digest.header": "智能体离线期间：",
+    "digest.line": "{emoji} *{title}* — {status}",
+    "digest.last": "最后一条：{text}",
+}
+
+TEXTS: dict[str, dict[str, str]] = {"en": _EN, "zh": _ZH}
+
+
+def text(lang: str, key: str, **values: object) -> str:
+    table = TEXTS.get(lang, _EN)
+    return table.get(key, _EN[key]).format(**values)
+
+
+def session_link(frontend_url: str, lang: str, session_id: str) -> str:
+    return f"{frontend_url}/{lang}/chat/{session_id}"

@@ -1,0 +1,89 @@
+"""The exception tree of poco-im-agent.
+
+    AgentError
+    ├── ConfigError          a bad configuration value (names the variable and the fix)
+    ├── InstanceLockedError  another instance already runs on this data dir
+    ├── StoreError           the local database cannot be opened or migrated
+    ├── BackendError         the Poco backend failed or refused
+    │   ├── BackendUnavailable   network error, timeout, 5xx: retry later
+    │   ├── BackendNotFound      400 with code 40400
+    │   ├── BackendForbidden     400 with code 40300
+    │   └── BackendRejected      any other 400 (40000 ...) or a 422
+    └── DeliveryError        a chat platform refused or failed a send
+        ├── RetryLater           429 / 5xx / network: carries `retry_after` seconds
+        ├── PermanentDeliveryError  chat not found, bot blocked, bad request: give up
+        └── ProviderConflict     409: another poller or a webhook holds the token
+
+Library errors become these at the boundary (backend client, each provider);
+`core/` catches only these; only `cli` maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error poco-im-agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    def __init__(self, variable: str, problem: str, fix: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{variable}: {problem}. {fix}")
+
+
+class InstanceLockedError(AgentError):
+    def __init__(self, lock_path: str) -> None:
+        self.lock_path = lock_path
+        super().__init__(
+            f"another poco-im-agent is already running with this data dir (lock: {lock_path}). "
+            "Stop it first, or set IM_DATA_DIR to run a second one."
+        )
+
+
+class StoreError(AgentError):
+    pass
+
+
+class BackendError(AgentError):
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class BackendUnavailable(BackendError):
+    pass
+
+
+class BackendNotFound(BackendError):
+    pass
+
+
+class BackendForbidden(BackendError):
+    pass
+
+
+class BackendRejected(BackendError):
+    pass
+
+
+class DeliveryError(AgentError):
+    def __init__(self, message: str, *, provider: str) -> None:
+        self.provider = provider
+        super().__init__(message)
+
+
+class RetryLater(DeliveryError):
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider)
+
+
+class PermanentDeliveryError(DeliveryError):
+    pass
+
+
+class ProviderConflict(DeliveryError):
+    pass

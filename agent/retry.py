@@ -1,0 +1,43 @@
+"""One backoff policy for every loop: wait out retry_after, else back off x1.5 up to 30 s."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+INITIAL_DELAY = 1.0
+MAX_DELAY = 30.0
+FACTOR = 1.5
+
+
+class Backoff:
+    """Delays for successive failures of one loop; `reset()` after a success."""
+
+    def __init__(self, initial: float = INITIAL_DELAY, maximum: float = MAX_DELAY) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """The wait before the next try; a server's `retry_after` wins when given."""
+        self.failures += 1
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        delay = min(self.maximum, self.initial * FACTOR ** (self.failures - 1))
+        # Jitter keeps many chats (or a reconnecting fleet) from retrying in lockstep.
+        return delay * random.uniform(0.8, 1.2)  # noqa: S311 - not security relevant
+
+
+async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
+    """Sleep `delay` seconds; return True early if `stop` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(delay)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,243 @@
+"""Wiring: the instance lock, the store, the providers and loops in one TaskGroup, and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import filelock
+
+from agent import paths
+from agent.backend.client import BackendClient
+from agent.chats.base import ChatProvider, ProviderState, ProviderStatus
+from agent.config import Settings
+from agent.core import i18n
+from agent.core.access import AccessPolicy
+from agent.core.commands import MENU
+from agent.core.delivery import Delivery
+from agent.core.handlers import Handlers, HandlerSettings
+from agent.core.inbound import InboundDispatcher
+from agent.core.notifier import Notifier
+from agent.errors import AgentError, ConfigError, InstanceLockedError
+from agent.retry import Backoff, sleep_or_stop
+from agent.status import AgentStatus
+from agent.store import db, queries
+from agent.store.models import Channel
+from agent.web import LocalServer
+
+log = logging.getLogger(__name__)
+
+BACKEND_PROBE_SECONDS = 60.0
+HEARTBEAT_SECONDS = 60.0
+PRUNE_SECONDS = 6 * 3600.0
+
+
+def acquire_instance_lock(data_dir_lock: str) -> filelock.BaseFileLock:
+    lock = filelock.FileLock(data_dir_lock)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise InstanceLockedError(data_dir_lock) from None
+    return lock
+
+
+def build_providers(settings: Settings) -> dict[str, ChatProvider]:
+    """The enabled chat platforms (their libraries are imported only when used)."""
+    providers: dict[str, ChatProvider] = {}
+    if settings.telegram.enabled:
+        from agent.chats.telegram import TelegramProvider
+
+        menu = [(name, i18n.text(settings.lang, f"menu.{name}")) for name in MENU]
+        providers["telegram"] = TelegramProvider(settings.telegram, commands=menu)
+    if settings.dingtalk.enabled:
+        from agent.chats.dingtalk import DingTalkProvider
+
+        providers["dingtalk"] = DingTalkProvider(settings.dingtalk)
+    return providers
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_event = asyncio.Event()
+        self.status = AgentStatus()
+        self.port: int | None = None
+        self.ready = asyncio.Event()
+        self._paused = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self, on_ready: Callable[[int], None] | None = None) -> None:
+        settings = self.settings
+        if not settings.any_provider_enabled:
+            raise ConfigError(
+                "TELEGRAM_BOT_TOKEN",
+                "no chat platform is configured",
+                f"Set TELEGRAM_BOT_TOKEN (or DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET) in "
+                f"{settings.config_file} or the environment; `poco-im-agent config init` writes "
+                "a template there.",
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = acquire_instance_lock(str(paths.lock_file(settings.data_dir)))
+        try:
+            db.open_database(settings.database_path)
+            await self._run_open(on_ready)
+        finally:
+            db.close_database()
+            lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                paths.port_file(settings.data_dir).unlink()
+
+    async def _run_open(self, on_ready: Callable[[int], None] | None) -> None:
+        settings = self.settings
+        backend = BackendClient(settings.backend)
+        providers = build_providers(settings)
+        self.status.providers = {name: p.status for name, p in providers.items()}
+        for name in ("telegram", "dingtalk"):
+            self.status.providers.setdefault(name, ProviderStatus(enabled=False, mode="off"))
+        delivery = Delivery(providers)
+        handler_settings = HandlerSettings(
+            settings.lang, settings.backend.frontend_url, settings.backend.frontend_lang
+        )
+
+        async def typing(channel: Channel) -> None:
+            provider = providers.get(channel.provider)
+            if provider is not None:
+                with contextlib.suppress(AgentError):
+                    await provider.show_typing(queries.chat_ref(channel))
+
+        notifier = Notifier(
+            backend,
+            settings.poll,
+            handler_settings.notice_context,
+            self.status.backend,
+            delivery.wake,
+            button_providers=handler_settings.button_providers,
+            typing=typing,
+            is_paused=lambda: self.status.paused,
+        )
+        last_alive = queries.get_meta("last_alive")
+        notifier.note_gap_since(float(last_alive) if last_alive else None)
+
+        async def on_prompt(channel: Channel, session_id: str) -> None:
+            notifier.follow(session_id)
+            await typing(channel)
+
+        handlers = Handlers(backend, handler_settings, on_prompt=on_prompt)
+        access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
+        if settings.access_policy == "open":
+            log.warning(
+                "IM_ACCESS_POLICY=open: anyone who finds the bot can run tasks on %s",
+                settings.backend.url,
+            )
+        dispatcher = InboundDispatcher(handlers, access, delivery.wake)
+        server = LocalServer(
+            settings.http_host,
+            settings.http_port,
+            lambda: self.status.snapshot(queries.outbox_pending_count()),
+        )
+        self.port = await server.start()
+        if settings.http_port == 0:
+            paths.port_file(settings.data_dir).write_text(str(self.port))
+        self.dispatcher, self.delivery, self.backend = dispatcher, delivery, backend
+        self.notifier = notifier
+        try:
+            dispatcher.resume()
+            async with asyncio.TaskGroup() as group:
+                receivers = [
+                    group.create_task(self._supervise(provider, dispatcher), name=name)
+                    for name, provider in providers.items()
+                ]
+                group.create_task(delivery.run(self.stop_event), name="delivery")
+                group.create_task(notifier.run(self.stop_event), name="notifier")
+                group.create_task(self._probe_backend(backend), name="backend probe")
+                group.create_task(self._maintain(), name="maintenance")
+                log.info(
+                    "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
+                    ", ".join(providers),
+                    settings.http_host,
+                    self.port,
+                )
+                self.ready.set()
+                if on_ready is not None:
+                    on_ready(self.port)
+                await self.stop_event.wait()
+                log.info("stopping")
+                for task in receivers:
+                    task.cancel()
+                await dispatcher.stop()
+        finally:
+            await server.stop()
+            for provider in providers.values():
+                with contextlib.suppress(Exception):
+                    await provider.close()
+            await backend.aclose()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause: stop receiving and polling (queued replies still go out); resume: go on."""
+        self.status.paused = paused
+        if paused:
+            self._resumed.clear()
+            self._paused.set()
+        else:
+            self._paused.clear()
+            self._resumed.set()
+        log.info("paused" if paused else "resumed")
+
+    async def _supervise(self, provider: ChatProvider, dispatcher: InboundDispatcher) -> None:
+        """Keep a provider receiving while not paused; a crash is logged and restarted."""
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            await self._resumed.wait()
+            receiver = asyncio.create_task(provider.run(dispatcher.accept))
+            paused = asyncio.create_task(self._paused.wait())
+            try:
+                await asyncio.wait({receiver, paused}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                paused.cancel()
+                if not receiver.done():
+                    receiver.cancel()
+                    await asyncio.gather(receiver, return_exceptions=True)
+            if receiver.cancelled():
+                provider.status.set(ProviderState.CONNECTING, "paused")
+                continue
+            if receiver.exception() is None:
+                return
+            log.error(
+                "%s receiver crashed; restarting", provider.name, exc_info=receiver.exception()
+            )
+            await sleep_or_stop(backoff.next_delay(), self.stop_event)
+
+    async def _probe_backend(self, backend: BackendClient) -> None:
+        """Keep the backend state fresh when the notifier has had no reason to call it."""
+        while not self.stop_event.is_set():
+            last_ok = self.status.backend.last_ok_at
+            if last_ok is not None and time.time() - last_ok < BACKEND_PROBE_SECONDS:
+                await sleep_or_stop(BACKEND_PROBE_SECONDS, self.stop_event)
+                continue
+            try:
+                await backend.health()
+            except AgentError as exc:
+                if self.status.backend.reachable is not False:
+                    log.warning("backend %s unreachable: %s", self.settings.backend.url, exc)
+                self.status.backend.failed(str(exc)[:200])
+            else:
+                self.status.backend.ok()
+            await sleep_or_stop(BACKEND_PROBE_SECONDS, self.stop_event)
+
+    async def _maintain(self) -> None:
+        last_prune = 0.0
+        while not self.stop_event.is_set():
+            queries.set_meta("last_alive", str(time.time()))
+            if time.time() - last_prune > PRUNE_SECONDS:
+                removed = db.prune()
+                last_prune = time.time()
+                if removed:
+                    log.info("pruned %d old journal/outbox rows", removed)
+            await sleep_or_stop(HEARTBEAT_SECONDS, self.stop_event)

@@ -1,0 +1,78 @@
+"""Open the SQLite store (WAL), create or migrate its schema, prune old rows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import peewee
+
+from agent.errors import StoreError
+from agent.store.models import ALL_MODELS, Inbound, Meta, Outbox, database_proxy
+
+SCHEMA_VERSION = 1
+# Done journal rows and sent outbox rows older than this are deleted: the cursors keep
+# dedup, so these rows only serve a restart in the middle of work.
+RETENTION_SECONDS = 7 * 24 * 3600
+
+# Each entry upgrades the schema from version N-1 to N. Version 1 is the initial schema.
+MIGRATIONS: dict[int, str] = {}
+
+
+def open_database(path: Path) -> peewee.SqliteDatabase:
+    """Open (creating if needed) the store at `path` and bind the models to it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = peewee.SqliteDatabase(
+            str(path),
+            pragmas={
+                "journal_mode": "wal",
+                # NORMAL in WAL mode survives a process crash (kill -9); only power loss
+                # can drop the last transactions.
+                "synchronous": "normal",
+                "foreign_keys": 1,
+                "busy_timeout": 5000,
+            },
+            check_same_thread=False,
+        )
+        database_proxy.initialize(db)
+        db.connect(reuse_if_open=True)
+        _migrate(db)
+    except peewee.PeeweeException as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    return db
+
+
+def _migrate(db: peewee.SqliteDatabase) -> None:
+    with db.atomic():
+        db.create_tables(ALL_MODELS, safe=True)
+        row = Meta.get_or_none(Meta.key == "schema_version")
+        version = int(row.value) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database was written by a newer poco-im-agent (schema {version}); "
+                "upgrade poco-im-agent or point IM_DATA_DIR elsewhere"
+            )
+        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            db.execute_sql(MIGRATIONS[target])
+        Meta.replace(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+
+
+def prune(now: float | None = None) -> int:
+    """Delete old handled journal rows and delivered outbox rows; return how many."""
+    cutoff = (time.time() if now is None else now) - RETENTION_SECONDS
+    removed = (
+        Inbound.delete()
+        .where((Inbound.status == "done") & (Inbound.received_at < cutoff))
+        .execute()
+    )
+    removed += (
+        Outbox.delete().where((Outbox.status != "pending") & (Outbox.created_at < cutoff)).execute()
+    )
+    return int(removed)
+
+
+def close_database() -> None:
+    db = database_proxy.obj
+    if db is not None and not db.is_closed():
+        db.close()

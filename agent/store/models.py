@@ -1,0 +1,175 @@
+"""The tables of the local store (peewee on SQLite).
+
+A chat is a `Channel`. It may be bound to one session (`Binding`) and watch several
+(`Watch`). Inbound platform events go to the `Inbound` journal before they are confirmed;
+everything a chat is told goes through the `Outbox`, unique per (channel, dedup_key), so
+enqueueing the same notification twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import peewee
+
+database_proxy = peewee.DatabaseProxy()
+
+
+def now() -> float:
+    return time.time()
+
+
+class BaseModel(peewee.Model):
+    id: Any  # peewee's implicit auto-increment key (a field on the class, an int on rows)
+
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Meta(BaseModel):
+    """Small key/value state: schema version, Telegram offset, last heartbeat."""
+
+    key = peewee.CharField(primary_key=True)
+    value = peewee.TextField()
+
+
+class Channel(BaseModel):
+    provider = peewee.CharField()
+    chat_id = peewee.CharField()
+    title = peewee.CharField(default="")
+    is_group = peewee.BooleanField(default=False)
+    # Access decided per chat: allowed once paired, approved, or on the allowlist.
+    allowed = peewee.BooleanField(default=False)
+    created_at = peewee.FloatField(default=now)
+    # Provider-specific delivery data (JSON), e.g. DingTalk's conversation type, the
+    # sender's staff id and the last sessionWebhook; handed back to the provider on send.
+    route = peewee.TextField(default="{}")
+
+    class Meta:
+        indexes = ((("provider", "chat_id"), True),)
+
+    @property
+    def address(self) -> str:
+        return f"{self.provider}:{self.chat_id}"
+
+
+class Binding(BaseModel):
+    """The session a chat's plain text continues."""
+
+    channel_id: int
+
+    channel = peewee.ForeignKeyField(Channel, unique=True, on_delete="CASCADE")
+    session_id = peewee.CharField()
+    bound_at = peewee.FloatField(default=now)
+
+
+class Watch(BaseModel):
+    """A chat follows a session's notifications. Cursors say what it has been told."""
+
+    channel_id: int
+
+    channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
+    session_id = peewee.CharField(index=True)
+    created_at = peewee.FloatField(default=now)
+    # Highest message id already turned into outbox rows; None = never seen.
+    message_cursor = peewee.IntegerField(null=True)
+    # Latest run whose terminal notice was enqueued.
+    notified_run_id = peewee.CharField(default="")
+
+    class Meta:
+        indexes = ((("channel", "session_id"), True),)
+
+
+class TrackedSession(BaseModel):
+    """What the notifier knows of a followed session, so finished ones cost nothing."""
+
+    session_id = peewee.CharField(primary_key=True)
+    status = peewee.CharField(default="")
+    latest_run_id = peewee.CharField(default="")
+    latest_run_status = peewee.CharField(default="")
+    latest_run_error = peewee.TextField(default="")
+    max_message_id = peewee.IntegerField(default=0)
+    message_count = peewee.IntegerField(default=0)
+    run_count = peewee.IntegerField(default=0)
+    # True while a run may still produce output: followed closely; False = listed cheaply.
+    active = peewee.BooleanField(default=True, index=True)
+    title = peewee.CharField(default="")
+    updated_at = peewee.CharField(default="")
+    checked_at = peewee.FloatField(default=0)
+
+
+class Inbound(BaseModel):
+    """The inbound journal: one row per platform event, persisted before it is confirmed."""
+
+    key = peewee.CharField(unique=True)
+    provider = peewee.CharField()
+    chat_id = peewee.CharField()
+    payload = peewee.TextField()
+    # pending → started (handler running) → done; a row left `started` by a crash is in doubt.
+    status = peewee.CharField(default="pending", index=True)
+    received_at = peewee.FloatField(default=now)
+    handled_at = peewee.FloatField(null=True)
+
+
+class Outbox(BaseModel):
+    channel_id: int
+    channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
+    dedup_key = peewee.CharField(null=True)
+    kind = peewee.CharField(default="message")  # message | edit
+    payload = peewee.TextField()
+    # pending → sent | failed (permanent)
+    status = peewee.CharField(default="pending", index=True)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField(default=0)
+    last_error = peewee.TextField(default="")
+    created_at = peewee.FloatField(default=now)
+    sent_at = peewee.FloatField(null=True)
+    # The platform's id of the sent message (to edit an input prompt later).
+    platform_message_id = peewee.CharField(default="")
+
+    class Meta:
+        indexes = ((("channel", "dedup_key"), True),)
+
+
+class Pairing(BaseModel):
+    provider = peewee.CharField()
+    chat_id = peewee.CharField()
+    code = peewee.CharField(unique=True)
+    title = peewee.CharField(default="")
+    created_at = peewee.FloatField(default=now)
+    expires_at = peewee.FloatField()
+
+    class Meta:
+        indexes = ((("provider", "chat_id"), False),)
+
+
+class InputPrompt(BaseModel):
+    """An input request shown in a chat, with the choices made so far (multi-select)."""
+
+    channel_id: int
+
+    request_id = peewee.CharField()
+    channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
+    session_id = peewee.CharField()
+    request = peewee.TextField()  # the request JSON as the backend listed it
+    selected = peewee.TextField(default="[]")
+    state = peewee.CharField(default="open")  # open | answered | expired
+    created_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("request_id", "channel"), True),)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    Meta,
+    Channel,
+    Binding,
+    Watch,
+    TrackedSession,
+    Inbound,
+    Outbox,
+    Pairing,
+    InputPrompt,
+)

@@ -1,0 +1,272 @@
+"""Every read and write of the store, by what it means (core never builds SQL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import peewee
+
+from agent.chats.base import ChatRef, InboundMessage, OutboundMessage
+from agent.store.models import (
+    Binding,
+    Channel,
+    Inbound,
+    Meta,
+    Outbox,
+    TrackedSession,
+    Watch,
+    database_proxy,
+)
+
+# --- meta ---
+
+
+def get_meta(key: str, default: str = "") -> str:
+    row = Meta.get_or_none(Meta.key == key)
+    return row.value if row else default
+
+
+def set_meta(key: str, value: str) -> None:
+    Meta.replace(key=key, value=value).execute()
+
+
+# --- channels ---
+
+
+def channel_for(message: InboundMessage) -> Channel:
+    """The channel of an inbound message, created on first sight; its route kept current."""
+    channel, created = Channel.get_or_create(
+        provider=message.provider,
+        chat_id=message.chat_id,
+        defaults={"is_group": message.is_group, "title": message.sender_name},
+    )
+    if message.route:
+        route = json.dumps(message.route, sort_keys=True)
+        if route != channel.route or channel.is_group != message.is_group:
+            channel.route = route
+            channel.is_group = message.is_group
+            channel.save()
+    return channel
+
+
+def find_channel(provider: str, chat_id: str) -> Channel | None:
+    return Channel.get_or_none((Channel.provider == provider) & (Channel.chat_id == chat_id))
+
+
+def ensure_channel(provider: str, chat_id: str) -> Channel:
+    channel, _ = Channel.get_or_create(provider=provider, chat_id=chat_id)
+    return channel
+
+
+def chat_ref(channel: Channel) -> ChatRef:
+    route: dict[str, Any] = json.loads(channel.route or "{}")
+    return ChatRef(channel.provider, channel.chat_id, channel.is_group, route)
+
+
+# --- inbound journal ---
+
+
+def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
+    """Persist new messages in one transaction; already-journaled keys are skipped."""
+    created: list[Inbound] = []
+    with database_proxy.atomic():
+        for message in messages:
+            try:
+                with database_proxy.atomic():
+                    row = Inbound.create(
+                        key=message.key,
+                        provider=message.provider,
+                        chat_id=message.chat_id,
+                        payload=json.dumps(message.to_dict()),
+                    )
+            except peewee.IntegrityError:
+                continue
+            created.append(row)
+    return created
+
+
+def inbound_rows(status: str) -> list[Inbound]:
+    return list(Inbound.select().where(Inbound.status == status).order_by(Inbound.id))
+
+
+def inbound_message(row: Inbound) -> InboundMessage:
+    return InboundMessage.from_dict(json.loads(row.payload))
+
+
+def mark_inbound(row: Inbound, status: str) -> None:
+    row.status = status
+    if status == "done":
+        row.handled_at = time.time()
+    Inbound.update(status=row.status, handled_at=row.handled_at).where(
+        Inbound.id == row.id
+    ).execute()
+
+
+# --- bindings and watches ---
+
+
+def bound_session(channel: Channel) -> str | None:
+    binding = Binding.get_or_none(Binding.channel == channel)
+    return binding.session_id if binding else None
+
+
+def bind(channel: Channel, session_id: str, *, new_session: bool = False) -> None:
+    """Bind and watch. A session the chat just created has no history to skip."""
+    with database_proxy.atomic():
+        Binding.replace(channel=channel, session_id=session_id, bound_at=time.time()).execute()
+        watch(channel, session_id, new_session=new_session)
+
+
+def unbind(channel: Channel) -> str | None:
+    """Remove the binding and its watch; return the session it held."""
+    with database_proxy.atomic():
+        session_id = bound_session(channel)
+        if session_id is None:
+            return None
+        Binding.delete().where(Binding.channel == channel).execute()
+        unwatch(channel, session_id)
+    return session_id
+
+
+def watch(channel: Channel, session_id: str, *, new_session: bool = False) -> bool:
+    """Follow a session; False if already followed."""
+    defaults = {"message_cursor": 0} if new_session else {}
+    _, created = Watch.get_or_create(channel=channel, session_id=session_id, defaults=defaults)
+    TrackedSession.insert(session_id=session_id).on_conflict_ignore().execute()
+    return bool(created)
+
+
+def unwatch(channel: Channel, session_id: str) -> bool:
+    return bool(
+        Watch.delete()
+        .where((Watch.channel == channel) & (Watch.session_id == session_id))
+        .execute()
+    )
+
+
+def watches(channel: Channel) -> list[Watch]:
+    return list(Watch.select().where(Watch.channel == channel).order_by(Watch.id))
+
+
+def watched_session_ids(channel: Channel) -> set[str]:
+    return {w.session_id for w in watches(channel)}
+
+
+def watches_of(session_id: str) -> list[Watch]:
+    return list(
+        Watch.select(Watch, Channel)
+        .join(Channel)
+        .where(Watch.session_id == session_id)
+        .order_by(Watch.id)
+    )
+
+
+def followed_session_ids() -> set[str]:
+    """Sessions some chat watches (binding a chat always watches its session)."""
+    return {row.session_id for row in Watch.select(Watch.session_id).distinct()}
+
+
+def forget_session(session_id: str) -> None:
+    """A session the backend no longer has: drop its watches, bindings and tracking."""
+    with database_proxy.atomic():
+        Watch.delete().where(Watch.session_id == session_id).execute()
+        Binding.delete().where(Binding.session_id == session_id).execute()
+        TrackedSession.delete().where(TrackedSession.session_id == session_id).execute()
+
+
+def channels_bound_to_runs(run_statuses: Iterable[str]) -> list[Channel]:
+    return list(
+        Channel.select()
+        .join(Binding)
+        .join(TrackedSession, on=(Binding.session_id == TrackedSession.session_id))
+        .where(TrackedSession.latest_run_status.in_(list(run_statuses)))
+    )
+
+
+# --- outbox ---
+
+
+def enqueue(
+    channel: Channel,
+    message: OutboundMessage,
+    *,
+    dedup_key: str | None = None,
+    kind: str = "message",
+    extra: dict[str, Any] | None = None,
+) -> Outbox | None:
+    """Queue a message for a chat; None if `dedup_key` was already queued for it."""
+    payload = {"message": message.to_dict(), **(extra or {})}
+    try:
+        with database_proxy.atomic():
+            return Outbox.create(
+                channel=channel, dedup_key=dedup_key, kind=kind, payload=json.dumps(payload)
+            )
+    except peewee.IntegrityError:
+        return None
+
+
+def enqueue_many(channel: Channel, messages: Iterable[OutboundMessage]) -> None:
+    for message in messages:
+        enqueue(channel, message)
+
+
+def outbox_heads() -> list[Outbox]:
+    """The oldest pending row of each channel (delivery keeps per-chat order)."""
+    heads = (
+        Outbox.select(peewee.fn.MIN(Outbox.id))
+        .where(Outbox.status == "pending")
+        .group_by(Outbox.channel)
+    )
+    return list(Outbox.select().where(Outbox.id.in_(heads)).order_by(Outbox.id))
+
+
+def outbox_head(channel_id: int) -> Outbox | None:
+    return (
+        Outbox.select()
+        .where((Outbox.channel == channel_id) & (Outbox.status == "pending"))
+        .order_by(Outbox.id)
+        .first()
+    )
+
+
+def outbox_message(row: Outbox) -> OutboundMessage:
+    return OutboundMessage.from_dict(json.loads(row.payload)["message"])
+
+
+def outbox_payload(row: Outbox) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(row.payload)
+    return payload
+
+
+def mark_sent(row: Outbox, platform_message_id: str) -> None:
+    Outbox.update(
+        status="sent",
+        sent_at=time.time(),
+        platform_message_id=platform_message_id,
+        attempts=row.attempts + 1,
+    ).where(Outbox.id == row.id).execute()
+
+
+def mark_retry(row: Outbox, delay: float, error: str) -> None:
+    row.attempts += 1
+    row.next_attempt_at = time.time() + delay
+    Outbox.update(
+        attempts=row.attempts, next_attempt_at=row.next_attempt_at, last_error=error[:500]
+    ).where(Outbox.id == row.id).execute()
+
+
+def mark_failed(row: Outbox, error: str) -> None:
+    Outbox.update(status="failed", attempts=row.attempts + 1, last_error=error[:500]).where(
+        Outbox.id == row.id
+    ).execute()
+
+
+def outbox_pending_count() -> int:
+    return int(Outbox.select().where(Outbox.status == "pending").count())
+
+
+def sent_row(channel: Channel, dedup_key: str) -> Outbox | None:
+    return Outbox.get_or_none((Outbox.channel == channel) & (Outbox.dedup_key == dedup_key))

@@ -1,0 +1,299 @@
+"""Benchmark shapes from docs/benchmarks.md, run against the loopback fakes.
+
+The agent runs as the real `python -m agent run` subprocess, so its CPU and RSS are its
+own; the fakes run in this process and share its monotonic clock with the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import agent_environment
+from tests.fakes.poco import FakePoco
+from tests.fakes.telegram import FakeTelegram
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@asynccontextmanager
+async def agent_process(env: dict[str, str], data_dir: Path) -> AsyncIterator[int]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TELEGRAM_", "DINGTALK_", "IM_", "BACKEND_", "POLL_"))
+    }
+    clean.update(env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "run",
+        env=clean,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+    try:
+        await wait_healthy(data_dir)
+        yield process.pid
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
+    _ = started
+
+
+async def wait_healthy(data_dir: Path, timeout: float = 30) -> float:
+    """Seconds until `/api/v1/health` says ok."""
+    started = time.monotonic()
+    port_file = data_dir / "agent.port"
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() - started < timeout:
+            if port_file.exists():
+                try:
+                    url = f"http://127.0.0.1:{port_file.read_text()}/api/v1/health"
+                    if (await client.get(url)).json().get("status") == "ok":
+                        return time.monotonic() - started
+                except (httpx.HTTPError, ValueError):
+                    pass
+            await asyncio.sleep(0.01)
+    raise TimeoutError("agent never became healthy")
+
+
+@asynccontextmanager
+async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakePoco, Path]]:
+    telegram, poco = FakeTelegram(), FakePoco()
+    await telegram.start()
+    await poco.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            yield telegram, poco, Path(tmp) / "data"
+        finally:
+            await poco.stop()
+            await telegram.stop()
+
+
+async def bind_chats(telegram: FakeTelegram, poco: FakePoco, chats: list[int]) -> None:
+    sessions = {chat: poco.create_session(prompt=f"bench {chat}") for chat in chats}
+    before = len(telegram.sent)
+    for chat in chats:
+        telegram.inject_message(chat, f"/connect {sessions[chat]}")
+    await telegram.wait_for(lambda f: len(f.sent) >= before + len(chats), timeout=30)
+
+
+def _latencies(telegram: FakeTelegram, poco: FakePoco, injected: dict[str, float]) -> list[float]:
+    arrived = {body["prompt"]: body_at for body, body_at in poco.tasks_posted_with_time()}
+    return [(arrived[text] - at) * 1000 for text, at in injected.items() if text in arrived]
+
+
+def _order_kept(poco: FakePoco, chats: list[int]) -> float:
+    prompts = [body["prompt"] for body in poco.tasks_posted if body["prompt"].startswith("m ")]
+    kept = 0
+    for chat in chats:
+        mine = [int(p.split()[2]) for p in prompts if p.split()[1] == str(chat)]
+        kept += mine == sorted(mine)
+    return 100.0 * kept / len(chats)
+
+
+async def inbound_paced(chats: int = 30, rounds: int = 20, gap: float = 0.1) -> dict[str, Any]:
+    """Each chat sends one message every `gap` s: latency update → backend POST /tasks."""
+    async with fakes() as (telegram, poco, data_dir):
+        env = agent_environment(
+            data_dir,
+            telegram=telegram,
+            poco=poco,
+            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
+            IM_LOG_LEVEL="WARNING",
+        )
+        async with agent_process(env, data_dir):
+            ids = list(range(50_000, 50_000 + chats))
+            await bind_chats(telegram, poco, ids)
+            injected: dict[str, float] = {}
+            for round_ in range(rounds):
+                tick = time.monotonic()
+                for chat in ids:
+                    text = f"m {chat} {round_}"
+                    telegram.inject_message(chat, text)
+                    injected[text] = time.monotonic()
+                await asyncio.sleep(max(0.0, gap - (time.monotonic() - tick)))
+            await poco.wait_for(lambda p: _count_bench(p) >= len(injected), timeout=60)
+            latencies = _latencies(telegram, poco, injected)
+            return {
+                "messages": len(injected),
+                "latency_p50_ms": round(statistics.median(latencies), 1),
+                "latency_p99_ms": round(percentile(latencies, 99), 1),
+                "order_kept_pct": _order_kept(poco, ids),
+            }
+
+
+def _count_bench(poco: FakePoco) -> int:
+    return sum(1 for body in poco.tasks_posted if body["prompt"].startswith("m "))
+
+
+async def inbound_burst(chats: int = 30, per_chat: int = 20) -> dict[str, Any]:
+    """All messages available at once: drain time and throughput."""
+    async with fakes() as (telegram, poco, data_dir):
+        env = agent_environment(
+            data_dir,
+            telegram=telegram,
+            poco=poco,
+            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
+            IM_LOG_LEVEL="WARNING",
+        )
+        async with agent_process(env, data_dir):
+            ids = list(range(60_000, 60_000 + chats))
+            await bind_chats(telegram, poco, ids)
+            total = chats * per_chat
+            started = time.monotonic()
+            for round_ in range(per_chat):
+                for chat in ids:
+                    telegram.inject_message(chat, f"m {chat} {round_}")
+            await poco.wait_for(lambda p: _count_bench(p) >= total, timeout=120)
+            elapsed = time.monotonic() - started
+            prompts = [b["prompt"] for b in poco.tasks_posted if b["prompt"].startswith("m ")]
+            return {
+                "messages": total,
+                "handled_once": len(prompts) == len(set(prompts)) == total,
+                "drain_s": round(elapsed, 2),
+                "messages_per_s": round(total / elapsed, 1),
+                "order_kept_pct": _order_kept(poco, ids),
+            }
+
+
+async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) -> dict[str, Any]:
+    """Backend requests/min, CPU s/min and RSS with `watched` finished watched sessions."""
+    async with fakes() as (telegram, poco, data_dir):
+        env = agent_environment(
+            data_dir,
+            telegram=telegram,
+            poco=poco,
+            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
+            IM_LOG_LEVEL="WARNING",
+            POLL_SESSION_MESSAGES_INTERVAL_SECONDS="2",
+            POLL_USER_INPUT_INTERVAL_SECONDS="2",
+            POLL_SESSIONS_RECENT_INTERVAL_SECONDS="5",
+        )
+        finished = []
+        for i in range(watched):
+            session_id = poco.create_session(prompt=f"old {i}")
+            poco.start_run(session_id)
+            poco.add_assistant_text(session_id, f"answer {i}")
+            poco.finish_run(session_id, "completed")
+            finished.append(session_id)
+        active = []
+        for i in range(running):
+            session_id = poco.create_session(prompt=f"busy {i}")
+            poco.start_run(session_id)
+            active.append(session_id)
+        async with agent_process(env, data_dir) as pid:
+            chat = 70_000
+            before = len(telegram.sent)
+            for session_id in finished + active:
+                telegram.inject_message(chat, f"/watch {session_id}")
+            await telegram.wait_for(
+                lambda f: sum("completed" in (m["text"] or "") for m in f.sent[before:]) >= watched,
+                timeout=60,
+            )
+            await asyncio.sleep(3)  # let first-sight fetches settle
+            requests_before = len(poco.requests)
+            cpu_before = cpu_seconds(pid)
+            await asyncio.sleep(seconds)
+            minutes = seconds / 60
+            return {
+                "watched_finished": watched,
+                "running": running,
+                "backend_requests_per_min": round(
+                    (len(poco.requests) - requests_before) / minutes, 1
+                ),
+                "cpu_s_per_min": round((cpu_seconds(pid) - cpu_before) / minutes, 3),
+                "rss_mb": round(rss_mb(pid), 1),
+            }
+
+
+async def notification_latency(samples: int = 20, interval: float = 2.0) -> dict[str, Any]:
+    """Backend adds an assistant text → the chat receives it (default poll interval)."""
+    async with fakes() as (telegram, poco, data_dir):
+        env = agent_environment(
+            data_dir,
+            telegram=telegram,
+            poco=poco,
+            IM_LOG_LEVEL="WARNING",
+            POLL_SESSION_MESSAGES_INTERVAL_SECONDS=str(interval),
+        )
+        async with agent_process(env, data_dir):
+            chat = 80_000
+            telegram.inject_message(chat, "/new latency")
+            await poco.wait_for(lambda p: len(p.tasks_posted) == 1, timeout=30)
+            session_id = list(poco.sessions)[-1]
+            poco.start_run(session_id)
+            latencies = []
+            for i in range(samples):
+                marker = f"sample-{i}"
+                added = time.monotonic()
+                poco.add_assistant_text(session_id, marker)
+                await telegram.wait_for(
+                    lambda f, m=marker: any(m in (s["text"] or "") for s in f.sent), timeout=30
+                )
+                got = next(s["at"] for s in telegram.sent if marker in (s["text"] or ""))
+                latencies.append((got - added) * 1000)
+                await asyncio.sleep(0.37)  # de-phase from the poll interval
+            return {
+                "poll_interval_s": interval,
+                "latency_p50_ms": round(statistics.median(latencies), 1),
+                "latency_p99_ms": round(percentile(latencies, 99), 1),
+            }
+
+
+async def startup_time(runs: int = 3) -> dict[str, Any]:
+    """`poco-im-agent run` → healthy `/api/v1/health`."""
+    times = []
+    for _ in range(runs):
+        async with fakes() as (telegram, poco, data_dir):
+            env = agent_environment(data_dir, telegram=telegram, poco=poco)
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+            clean.update(env)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                env=clean,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                times.append(await wait_healthy(data_dir))
+            finally:
+                process.terminate()
+                await process.wait()
+    return {"startup_s_median": round(statistics.median(times), 2)}

@@ -1,0 +1,50 @@
+"""Benchmarks (skipped by default): `python3 -m pytest -m bench -s`, or `python3 -m tests.bench`."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bench import harness
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
+
+
+async def test_inbound_paced() -> None:
+    figures = await harness.inbound_paced()
+    print("inbound paced", figures)
+    assert figures["order_kept_pct"] == 100
+    assert figures["latency_p50_ms"] <= 20
+    assert figures["latency_p99_ms"] <= 100
+
+
+async def test_inbound_burst() -> None:
+    figures = await harness.inbound_burst()
+    print("inbound burst", figures)
+    assert figures["handled_once"]
+    assert figures["order_kept_pct"] == 100
+    assert figures["drain_s"] <= 2
+
+
+async def test_idle_cost_finished_sessions() -> None:
+    figures = await harness.idle_cost(watched=50, running=0)
+    print("idle", figures)
+    assert figures["backend_requests_per_min"] <= 15
+    assert figures["cpu_s_per_min"] <= 0.3
+    assert figures["rss_mb"] <= 80
+
+
+async def test_cost_with_running_sessions() -> None:
+    figures = await harness.idle_cost(watched=50, running=5)
+    print("running", figures)
+
+
+async def test_notification_latency() -> None:
+    figures = await harness.notification_latency()
+    print("notification", figures)
+    assert figures["latency_p50_ms"] <= figures["poll_interval_s"] * 1000
+
+
+async def test_startup() -> None:
+    figures = await harness.startup_time()
+    print("startup", figures)
+    assert figures["startup_s_median"] <= 1.5

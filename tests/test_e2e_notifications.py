@@ -1,0 +1,249 @@
+"""Notifications end to end: the fake backend plays the executor, the fake Telegram the chat."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from agent.store import queries
+from tests.conftest import agent_environment, run_agent
+from tests.fakes.poco import FakePoco
+from tests.fakes.telegram import FakeTelegram
+from tests.test_e2e_telegram import say, texts_to
+
+CHAT = 2002
+
+
+def count(fake: FakeTelegram, chat_id: int, needle: str) -> int:
+    return sum(needle in text for text in texts_to(fake, chat_id))
+
+
+async def new_session(telegram_api: FakeTelegram, poco: FakePoco, chat: int = CHAT) -> str:
+    await say(telegram_api, chat, "/new write a haiku")
+    return str(poco.tasks_posted[-1].get("session_id") or list(poco.sessions)[-1])
+
+
+def latest_session(poco: FakePoco) -> str:
+    return list(poco.sessions)[-1]
+
+
+async def test_texts_then_terminal_exactly_once(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new write a haiku")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        poco.add_system_init(session_id)
+        poco.add_assistant_text(session_id, "First *line* of the haiku")
+        poco.add_assistant_text(
+            session_id, "hidden sub-agent chatter", parent_tool_use_id="toolu_1"
+        )
+        poco.add_assistant_text(session_id, "Second line_with_underscores")
+        poco.add_result(session_id, "Second line_with_underscores")
+        poco.finish_run(session_id, "completed")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "completed") == 1, timeout=10)
+        texts = texts_to(telegram_api, CHAT)
+        first = next(i for i, t in enumerate(texts) if "First" in t)
+        second = next(i for i, t in enumerate(texts) if "Second line" in t)
+        done = next(i for i, t in enumerate(texts) if "completed" in t)
+        assert first < second < done
+        assert count(telegram_api, CHAT, "Second line") == 1  # the result repeats it: once
+        assert count(telegram_api, CHAT, "sub-agent") == 0
+
+        # A follow-up makes the finished session run again; the new run ends once too.
+        await say(telegram_api, CHAT, "one more please")
+        poco.start_run(session_id)
+        poco.add_assistant_text(session_id, "Third line")
+        poco.finish_run(session_id, "failed", error="RuntimeError: model overloaded")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "model overloaded") == 1, timeout=10)
+        assert count(telegram_api, CHAT, "Third line") == 1
+        assert count(telegram_api, CHAT, "completed") == 1
+
+
+async def test_first_sight_only_last_three_and_long_sessions(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    session_id = poco.create_session(prompt="long one")
+    poco.start_run(session_id)
+    for i in range(120):
+        poco.add_assistant_text(session_id, f"old text {i:03d}")
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, f"/watch {session_id}")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "old text 119") == 1, timeout=10)
+        assert count(telegram_api, CHAT, "old text") == 3
+        # Past the 100-message trap new texts still arrive.
+        poco.add_assistant_text(session_id, "brand new text")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "brand new text") == 1, timeout=10)
+
+
+async def test_restart_repeats_nothing_and_loses_nothing(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new survive a restart")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        poco.add_assistant_text(session_id, "before the stop")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "before the stop") == 1, timeout=10)
+    poco.add_assistant_text(session_id, "while stopped")
+    poco.finish_run(session_id, "completed")
+    async with run_agent(env):
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "completed") == 1, timeout=10)
+        assert count(telegram_api, CHAT, "while stopped") == 1
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/help")
+    assert count(telegram_api, CHAT, "before the stop") == 1
+    assert count(telegram_api, CHAT, "completed") == 1
+
+
+async def test_delivery_survives_429_and_5xx(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new flaky chat")
+        session_id = latest_session(poco)
+        telegram_api.fail_next("sendMessage", 429, retry_after=1)
+        telegram_api.fail_next("sendMessage", 502, count=2)
+        poco.start_run(session_id)
+        poco.add_assistant_text(session_id, "text one")
+        poco.add_assistant_text(session_id, "text two")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "text two") == 1, timeout=20)
+        texts = texts_to(telegram_api, CHAT)
+        assert count(telegram_api, CHAT, "text one") == 1
+        assert texts.index(next(t for t in texts if "text one" in t)) < texts.index(
+            next(t for t in texts if "text two" in t)
+        )
+
+
+async def test_backend_outage_then_catch_up(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env) as agent:
+        await say(telegram_api, CHAT, "/new outage")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        await poco.stop()
+        await telegram_api.wait_for(
+            lambda f: agent.runtime.status.backend.reachable is False, timeout=10
+        )
+        await poco.start()
+        poco.add_assistant_text(session_id, "after the outage")
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "after the outage") == 1, timeout=15)
+
+
+async def test_digest_after_a_gap(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new long absence")
+        session_id = latest_session(poco)
+    poco.start_run(session_id)
+    for i in range(10):
+        poco.add_assistant_text(session_id, f"missed text {i}")
+    poco.finish_run(session_id, "completed")
+    # Pretend the agent was last alive an hour ago.
+    from agent.store import db
+
+    db.open_database(data_dir / "im.db")
+    queries.set_meta("last_alive", str(time.time() - 3600))
+    db.close_database()
+    async with run_agent(env):
+        await telegram_api.wait_for(
+            lambda f: count(f, CHAT, "While the agent was away") == 1, timeout=10
+        )
+        digest = next(t for t in texts_to(telegram_api, CHAT) if "While the agent" in t)
+        assert "missed text 9" in digest and "completed" in digest
+        await say(telegram_api, CHAT, "/help")
+    assert count(telegram_api, CHAT, "missed text") == 1
+
+
+async def test_question_buttons_answer_the_backend(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new ask me something")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        request_id = poco.add_input_request(
+            session_id,
+            "AskUserQuestion",
+            {
+                "questions": [
+                    {
+                        "question": "Which format should the summary use?",
+                        "header": "Format",
+                        "options": [
+                            {"label": "Bullets", "description": "short list"},
+                            {"label": "Prose", "description": "paragraph"},
+                        ],
+                        "multiSelect": False,
+                    }
+                ]
+            },
+        )
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "Which format") == 1, timeout=10)
+        prompt = next(m for m in telegram_api.sent if "Which format" in (m["text"] or ""))
+        keyboard = prompt["reply_markup"]["inline_keyboard"]
+        data = keyboard[0][0]["callback_data"]
+        telegram_api.inject_callback(CHAT, prompt["message_id"], data)
+        await poco.wait_for(
+            lambda p: p.input_requests[request_id]["status"] == "answered", timeout=10
+        )
+        assert poco.input_requests[request_id]["answers"] == {
+            "Which format should the summary use?": "Bullets"
+        }
+        await telegram_api.wait_for(
+            lambda f: any(c[0] == "editMessageText" and "Answered" in str(c[1]) for c in f.calls),
+            timeout=10,
+        )
+
+
+async def test_plan_answered_elsewhere_updates_the_prompt(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new plan something")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        request_id = poco.add_input_request(
+            session_id, "ExitPlanMode", {"plan": "## Plan\n1. Read\n2. Write"}, expires_in=600
+        )
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "proposes a plan") == 1, timeout=10)
+        prompt = next(m for m in telegram_api.sent if "proposes a plan" in (m["text"] or ""))
+        poco.answer_from_web(request_id, {"approved": "true"})
+        await telegram_api.wait_for(
+            lambda f: any(c[0] == "editMessageText" and "answered" in str(c[1]) for c in f.calls),
+            timeout=10,
+        )
+        # A late press of the stale button gets a clear reply.
+        approve = prompt["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        before = len(texts_to(telegram_api, CHAT))
+        telegram_api.inject_callback(CHAT, prompt["message_id"], approve)
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) > before, timeout=10)
+        assert "already answered" in texts_to(telegram_api, CHAT)[-1]
+
+
+async def test_answer_command_still_works(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new typed answer")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        request_id = poco.add_input_request(session_id, "ExitPlanMode", {"plan": "do it"})
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "proposes a plan") == 1, timeout=10)
+        reply = await say(telegram_api, CHAT, f'/answer {request_id} {{"approved": true}}')
+        assert "Answer sent" in reply
+        assert poco.input_requests[request_id]["answers"] == {"approved": "true"}
+        reply = await say(telegram_api, CHAT, f'/answer {request_id} {{"approved": "true"}}')
+        assert "already answered" in reply
