@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import plistlib
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -43,16 +42,18 @@ def desktop_entry(args: list[str]) -> str:
         escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
         return '"' + escaped.replace("$", "\\$") + '"'
 
-    return "\n".join([
-        "[Desktop Entry]",
-        "Type=Application",
-        "Name=Poco IM agent",
-        "Comment=Drive Poco agent sessions from Telegram and DingTalk",
-        f"Exec={' '.join(quote(a) for a in args)}",
-        "Terminal=false",
-        "X-GNOME-Autostart-enabled=true",
-        "",
-    ])
+    return "\n".join(
+        [
+            "[Desktop Entry]",
+            "Type=Application",
+            "Name=Poco IM agent",
+            "Comment=Drive Poco agent sessions from Telegram and DingTalk",
+            f"Exec={' '.join(quote(a) for a in args)}",
+            "Terminal=false",
+            "X-GNOME-Autostart-enabled=true",
+            "",
+        ]
+    )
 
 
 # --- macOS ------------------------------------------------------------------------------
@@ -63,12 +64,14 @@ def launch_agent_path() -> Path:
 
 
 def launch_agent(args: list[str]) -> bytes:
-    return plistlib.dumps({
-        "Label": LAUNCH_AGENT_LABEL,
-        "ProgramArguments": args,
-        "RunAtLoad": True,
-        "ProcessType": "Interactive",
-    })
+    return plistlib.dumps(
+        {
+            "Label": LAUNCH_AGENT_LABEL,
+            "ProgramArguments": args,
+            "RunAtLoad": True,
+            "ProcessType": "Interactive",
+        }
+    )
 
 
 # --- the three operations ---------------------------------------------------------------
@@ -124,37 +127,38 @@ def describe() -> str:
     return f"{'on' if is_enabled() else 'off'} ({where})"
 
 
-def shell_command() -> str:
-    return shlex.join(command())
+# --- Windows registry (only there; mypy checks the branch of the platform it runs on) ----
 
+if sys.platform == "win32":
+    import winreg
 
-# --- Windows registry (imported only there) --------------------------------------------
+    def _windows_get() -> str | None:
+        try:
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
+                value, _ = winreg.QueryValueEx(key, APP_NAME)
+        except OSError:
+            return None
+        return str(value)
 
+    def _windows_set(command_line: str) -> None:
+        with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
+            winreg.SetValueEx(key, APP_NAME, 0, winreg.REG_SZ, command_line)
 
-def _windows_get() -> str | None:
-    import winreg  # type: ignore[import-not-found,unused-ignore]
+    def _windows_delete() -> bool:
+        try:
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, RUN_KEY, 0, winreg.KEY_SET_VALUE) as key:
+                winreg.DeleteValue(key, APP_NAME)
+        except OSError:
+            return False
+        return True
 
-    try:
-        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
-            value, _ = winreg.QueryValueEx(key, APP_NAME)
-    except OSError:
-        return None
-    return str(value)
+else:
 
+    def _windows_get() -> str | None:
+        raise OSError("the Run key exists only on Windows")
 
-def _windows_set(command_line: str) -> None:
-    import winreg  # type: ignore[import-not-found,unused-ignore]
+    def _windows_set(command_line: str) -> None:
+        raise OSError("the Run key exists only on Windows")
 
-    with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
-        winreg.SetValueEx(key, APP_NAME, 0, winreg.REG_SZ, command_line)
-
-
-def _windows_delete() -> bool:
-    import winreg  # type: ignore[import-not-found,unused-ignore]
-
-    try:
-        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, RUN_KEY, 0, winreg.KEY_SET_VALUE) as key:
-            winreg.DeleteValue(key, APP_NAME)
-    except OSError:
-        return False
-    return True
+    def _windows_delete() -> bool:
+        raise OSError("the Run key exists only on Windows")

@@ -44,15 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("path", help="where the files live")
     config_commands.add_parser("show", help="effective configuration, secrets masked")
     config_commands.add_parser("init", help="write a commented template config file")
+    commands.add_parser("tray", help="tray icon with the agent beside it (desktop default)")
+    commands.add_parser("doctor", help="check config, backend, Telegram and DingTalk")
+    auto = commands.add_parser("autostart", help="start the agent at login")
+    auto.add_argument("action", choices=["on", "off", "status"])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = args.command or "run"
+    command = args.command or default_command()
     try:
         if command == "config" and args.config_command in {"path", "init"}:
             return _config_files(args.config_command)
+        if command == "tray":
+            return _tray(args.env_file)
+        if command == "doctor":
+            return _doctor(args.env_file)
+        if command == "autostart":
+            return _autostart(args.action)
         settings = load_settings(env_file=args.env_file)
         if command == "run":
             return _run(settings)
@@ -192,4 +202,64 @@ def _config_files(command: str) -> int:
 def _config_show(settings: Settings) -> int:
     for name, value, source in effective_values(settings):
         print(f"{name}={value}" + ("" if source == "set" else "  # default"))
+    return EXIT_OK
+
+
+def desktop_available() -> bool:
+    """A desktop session to show a tray icon in: macOS and Windows always; else X or Wayland."""
+    if sys.platform not in {"darwin", "win32"} and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    try:
+        import pystray  # noqa: F401  # fails without a usable backend/display
+    except Exception:  # pystray raises more than ImportError when a display is unusable
+        return False
+    return True
+
+
+def default_command() -> str:
+    """What a bare `poco-im-agent` (or a double-clicked executable) does."""
+    return "tray" if desktop_available() else "run"
+
+
+def _tray(env_file: Path | None) -> int:
+    from agent.logs import setup_logging
+    from agent.tray import run_tray
+
+    def load() -> Settings:
+        # Logging follows each (re)load: new secrets get masked, a new data dir gets the log.
+        settings = load_settings(env_file=env_file)
+        setup_logging(settings.log_level, paths.log_file(settings.data_dir), settings.secrets())
+        return settings
+
+    setup_logging("INFO", paths.log_file(paths.default_data_dir()), [])
+    run_tray(load, paths.user_config_file())
+    return EXIT_OK
+
+
+def _doctor(env_file: Path | None) -> int:
+    from agent import doctor
+
+    try:
+        settings = load_settings(env_file=env_file)
+    except ConfigError as exc:
+        print(doctor.format_check(doctor.config_failure(f"{exc.variable}: {exc.problem}", exc.fix)))
+        return EXIT_FAILED
+    checks = asyncio.run(doctor.run_checks(settings))
+    for check in checks:
+        print(doctor.format_check(check))
+    return EXIT_OK if doctor.all_ok(checks) else EXIT_FAILED
+
+
+def _autostart(action: str) -> int:
+    from agent import autostart
+
+    if action == "on":
+        print(f"start at login: on ({autostart.enable()})")
+    elif action == "off":
+        removed = autostart.disable()
+        print("start at login: off" + ("" if removed else " (it was not on)"))
+    else:
+        print(f"start at login: {autostart.describe()}")
     return EXIT_OK

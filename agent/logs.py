@@ -58,6 +58,7 @@ def setup_logging(level: str, log_file: Path | None, secrets: Iterable[str]) -> 
         handler.addFilter(secret_filter)
         root.addHandler(handler)
     root.setLevel(level)
-    # httpx logs every request URL at INFO, and Telegram URLs carry the token.
-    for noisy in ("httpx", "httpcore", "telegram", "dingtalk_stream", "aiohttp.access"):
+    # httpx logs every request URL at INFO, and Telegram URLs carry the token; peewee logs
+    # SQL parameters at DEBUG (message texts, DingTalk sessionWebhook URLs).
+    for noisy in ("httpx", "httpcore", "telegram", "dingtalk_stream", "aiohttp.access", "peewee"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

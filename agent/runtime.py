@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import filelock
 
@@ -26,7 +27,7 @@ from agent.retry import Backoff, sleep_or_stop
 from agent.status import AgentStatus
 from agent.store import db, queries
 from agent.store.models import Channel
-from agent.web import LocalServer
+from agent.web import LocalServer, WebhookReceiver
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,21 @@ def build_providers(settings: Settings) -> dict[str, ChatProvider]:
     providers: dict[str, ChatProvider] = {}
     if settings.telegram.enabled:
         from agent.chats.telegram import TelegramProvider
+        from agent.chats.telegram_webhook import TelegramWebhookProvider
 
         menu = [(name, i18n.text(settings.lang, f"menu.{name}")) for name in MENU]
-        providers["telegram"] = TelegramProvider(settings.telegram, commands=menu)
+        telegram_class = (
+            TelegramWebhookProvider if settings.telegram.mode == "webhook" else TelegramProvider
+        )
+        providers["telegram"] = telegram_class(settings.telegram, commands=menu)
     if settings.dingtalk.enabled:
         from agent.chats.dingtalk import DingTalkProvider
+        from agent.chats.dingtalk_webhook import DingTalkWebhookProvider
 
-        providers["dingtalk"] = DingTalkProvider(settings.dingtalk)
+        dingtalk_class = (
+            DingTalkProvider if settings.dingtalk.stream_enabled else DingTalkWebhookProvider
+        )
+        providers["dingtalk"] = dingtalk_class(settings.dingtalk)
     return providers
 
 
@@ -69,6 +78,13 @@ class Runtime:
         self._paused = asyncio.Event()
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Fire-and-forget side work, kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -101,7 +117,7 @@ class Runtime:
         self.status.providers = {name: p.status for name, p in providers.items()}
         for name in ("telegram", "dingtalk"):
             self.status.providers.setdefault(name, ProviderStatus(enabled=False, mode="off"))
-        delivery = Delivery(providers)
+        delivery = Delivery(providers, secrets=settings.secrets())
         handler_settings = HandlerSettings(
             settings.lang, settings.backend.frontend_url, settings.backend.frontend_lang
         )
@@ -127,9 +143,11 @@ class Runtime:
 
         async def on_prompt(channel: Channel, session_id: str) -> None:
             notifier.follow(session_id)
-            await typing(channel)
+            self._spawn(typing(channel))  # never hold up the chat's next message
 
-        handlers = Handlers(backend, handler_settings, on_prompt=on_prompt)
+        handlers = Handlers(
+            backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
+        )
         access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
         if settings.access_policy == "open":
             log.warning(
@@ -141,7 +159,11 @@ class Runtime:
             settings.http_host,
             settings.http_port,
             lambda: self.status.snapshot(queries.outbox_pending_count()),
+            secrets=settings.secrets(),
         )
+        for name, provider in providers.items():
+            if isinstance(provider, WebhookReceiver):
+                server.add_webhook(name, provider.handle_webhook)
         self.port = await server.start()
         if settings.http_port == 0:
             paths.port_file(settings.data_dir).write_text(str(self.port))

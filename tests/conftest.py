@@ -77,7 +77,7 @@ def agent_environment(
     if dingtalk is not None:
         env["DINGTALK_CLIENT_ID"] = dingtalk.client_id
         env["DINGTALK_CLIENT_SECRET"] = dingtalk.client_secret
-        env["DINGTALK_ROBOT_CODE"] = "robot-code"
+        env["DINGTALK_ROBOT_CODE"] = dingtalk.robot_code
         env["DINGTALK_OPEN_BASE_URL"] = dingtalk.url
     env.update(overrides)
     return env

@@ -9,7 +9,7 @@ from agent.store import queries
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
-from tests.test_e2e_telegram import say, texts_to
+from tests.test_e2e_telegram import continue_session, say, texts_to
 
 CHAT = 2002
 
@@ -53,7 +53,7 @@ async def test_texts_then_terminal_exactly_once(
         assert count(telegram_api, CHAT, "sub-agent") == 0
 
         # A follow-up makes the finished session run again; the new run ends once too.
-        await say(telegram_api, CHAT, "one more please")
+        await continue_session(telegram_api, poco, CHAT, "one more please")
         poco.start_run(session_id)
         poco.add_assistant_text(session_id, "Third line")
         poco.finish_run(session_id, "failed", error="RuntimeError: model overloaded")
@@ -247,3 +247,67 @@ async def test_answer_command_still_works(
         assert poco.input_requests[request_id]["answers"] == {"approved": "true"}
         reply = await say(telegram_api, CHAT, f'/answer {request_id} {{"approved": "true"}}')
         assert "already answered" in reply
+
+
+async def test_multi_select_toggles_and_free_text_reply(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new choose several")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        multi = poco.add_input_request(
+            session_id,
+            "AskUserQuestion",
+            {
+                "questions": [
+                    {
+                        "question": "Which parts?",
+                        "header": "Parts",
+                        "multiSelect": True,
+                        "options": [
+                            {"label": "Intro", "description": ""},
+                            {"label": "Body", "description": ""},
+                            {"label": "Outro", "description": ""},
+                        ],
+                    }
+                ]
+            },
+        )
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "Which parts?") == 1, timeout=10)
+        prompt = next(m for m in telegram_api.sent if "Which parts?" in (m["text"] or ""))
+        buttons = [row[0]["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"]]
+        submit = buttons[-1]
+        for data in (buttons[0], buttons[2], submit):
+            edits = sum(c[0] == "editMessageText" for c in telegram_api.calls)
+            telegram_api.inject_callback(CHAT, prompt["message_id"], data)
+            await telegram_api.wait_for(
+                lambda f, e=edits: sum(c[0] == "editMessageText" for c in f.calls) > e,
+                timeout=10,
+            )
+        await poco.wait_for(lambda p: p.input_requests[multi]["status"] == "answered", 10)
+        assert poco.input_requests[multi]["answers"] == {"Which parts?": "Intro, Outro"}
+
+        free = poco.add_input_request(
+            session_id,
+            "AskUserQuestion",
+            {
+                "questions": [
+                    {
+                        "question": "Any title?",
+                        "header": "Title",
+                        "multiSelect": False,
+                        "options": [{"label": "Short", "description": ""}],
+                    }
+                ]
+            },
+        )
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "Any title?") == 1, timeout=10)
+        prompt = next(m for m in telegram_api.sent if "Any title?" in (m["text"] or ""))
+        telegram_api.inject_message(
+            CHAT, "Call it Ode to Tests", reply_to_message_id=prompt["message_id"]
+        )
+        await poco.wait_for(lambda p: p.input_requests[free]["status"] == "answered", 10)
+        assert poco.input_requests[free]["answers"] == {"Any title?": "Call it Ode to Tests"}
+        assert "Call it Ode to Tests" not in [b["prompt"] for b in poco.tasks_posted]

@@ -29,6 +29,12 @@ async def say(fake: FakeTelegram, chat_id: int, text: str, count: int = 1, **kwa
     return texts_to(fake, chat_id)[-1]
 
 
+async def continue_session(fake: FakeTelegram, poco: FakePoco, chat_id: int, text: str) -> None:
+    """Plain text in a bound chat: Telegram shows typing, the backend gets the prompt."""
+    fake.inject_message(chat_id, text)
+    await poco.wait_for(lambda p: text in posted_prompts(p), timeout=10)
+
+
 def posted_prompts(poco: FakePoco) -> list[str]:
     return [body["prompt"] for body in poco.tasks_posted]
 
@@ -48,8 +54,11 @@ async def test_help_and_every_command(
         session_id = poco.tasks_posted[0]["session_id"] or next(iter(poco.sessions))
         assert f"http://localhost:3000/zh/chat/{session_id}" in reply
 
-        await say(telegram_api, CHAT, "and make it short")
+        await continue_session(telegram_api, poco, CHAT, "and make it short")
         assert posted_prompts(poco)[-1] == "and make it short"
+        await telegram_api.wait_for(
+            lambda f: any(c[0] == "sendChatAction" for c in f.calls), timeout=10
+        )
         assert poco.tasks_posted[-1]["session_id"] == session_id
 
         assert session_id in await say(telegram_api, CHAT, "/link")
@@ -117,8 +126,7 @@ async def test_backend_down_gives_a_short_reply(
         assert "cannot be reached" in reply
         assert "Traceback" not in reply
         await poco.start()
-        await say(telegram_api, CHAT, "continue again")
-        assert posted_prompts(poco)[-1] == "continue again"
+        await continue_session(telegram_api, poco, CHAT, "continue again")
 
 
 async def test_pairing_refuses_without_backend_calls(

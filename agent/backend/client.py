@@ -41,8 +41,8 @@ CODE_UPSTREAM = 50201  # the backend's call to S3 or the executor-manager failed
 MESSAGES_LIMIT = 100
 MESSAGES_WITH_FILES_LIMIT = 1000
 RUNS_PAGE = 100
-MAX_CONNECTIONS = 10
-MAX_KEEPALIVE = 5
+MAX_CONNECTIONS = 6
+MAX_KEEPALIVE = 6
 
 
 class BackendClient:
@@ -60,6 +60,8 @@ class BackendClient:
             transport=httpx.AsyncHTTPTransport(limits=limits, retries=1),
             follow_redirects=False,
         )
+        # Answers received (any status): lets callers tell "no call made" from "reachable".
+        self.responses = 0
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -176,6 +178,7 @@ class BackendClient:
         """The `data` of a successful envelope; errors mapped to BackendError."""
         try:
             response = await self._http.request(method, path, params=params, json=json)
+            self.responses += 1
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(f"backend timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:

@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -41,6 +40,7 @@ from agent.chats.base import (
     ProviderState,
     ProviderStatus,
 )
+from agent.chats.text import DINGTALK_TEXT_LIMIT, split_text
 from agent.config import DingTalkSettings
 from agent.errors import DeliveryError, PermanentDeliveryError, RetryLater
 from agent.retry import Backoff, sleep_or_stop
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 NAME = "dingtalk"
 # Characters per markdown message. DingTalk caps a robot message body at roughly 20 KB;
 # 4000 CJK characters stay well under it in UTF-8.
-TEXT_LIMIT = 4000
+TEXT_LIMIT = DINGTALK_TEXT_LIMIT
 TITLE_LIMIT = 20
 HTTP_TIMEOUT = 15.0
 # A socket with no frame and no pong for this long is dead even if TCP says otherwise.
@@ -269,7 +269,7 @@ class DingTalkProvider:
 
     async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
         first = ""
-        for index, part in enumerate(_split_text(message.text, TEXT_LIMIT)):
+        for index, part in enumerate(split_text(message.text, TEXT_LIMIT)):
             sent_id = await self._send_part(chat, _title(part), part)
             if index == 0:
                 first = sent_id
@@ -477,25 +477,3 @@ def _title(text: str) -> str:
         if plain:
             return plain[:TITLE_LIMIT]
     return "Poco"
-
-
-def _split_text(text: str, limit: int) -> Sequence[str]:
-    """Split at line boundaries into chunks of at most `limit` characters (hard-cut long lines)."""
-    if len(text) <= limit:
-        return [text]
-    chunks: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > limit:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(line[:limit])
-            line = line[limit:]
-        if len(current) + len(line) > limit:
-            chunks.append(current)
-            current = ""
-        current += line
-    if current:
-        chunks.append(current)
-    return chunks

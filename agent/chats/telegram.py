@@ -61,6 +61,7 @@ from agent.retry import Backoff, sleep_or_stop  # noqa: E402
 PROVIDER = "telegram"
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 REQUEST_READ_TIMEOUT = 15.0
+TYPING_REFRESH_SECONDS = 4.0
 # PTB adds the long-poll timeout to the getUpdates read timeout; this is the margin on top.
 POLL_READ_MARGIN = 10.0
 CONFLICT_RETRY_DELAY = 30.0
@@ -130,6 +131,7 @@ class TelegramProvider:
         self._stop = asyncio.Event()
         self._global_limit = RateLimiter(GLOBAL_RATE, GLOBAL_BURST)
         self._chat_limits: dict[str, RateLimiter] = {}
+        self._typing_at: dict[str, float] = {}
 
     # ---- receiving ---------------------------------------------------------------------
 
@@ -151,8 +153,7 @@ class TelegramProvider:
     async def _connect(self) -> None:
         await self.bot.initialize()  # getMe
         self.username = self.bot.username
-        # Polling and a webhook exclude each other; keep the pending updates (never drop them).
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        await self._claim_updates()
         if self.commands:
             try:
                 await self.bot.set_my_commands(self.commands)
@@ -160,6 +161,11 @@ class TelegramProvider:
                 log.warning("Telegram refused the command menu: %s", exc.message)
         self._ready = True
         self.status.set(ProviderState.CONNECTED)
+
+    async def _claim_updates(self) -> None:
+        """Make Telegram hand updates to this mode (the webhook provider sets one instead)."""
+        # Polling and a webhook exclude each other; keep the pending updates (never drop them).
+        await self.bot.delete_webhook(drop_pending_updates=False)
 
     async def _poll_once(self, sink: InboundSink) -> None:
         timeout = self.settings.poll_timeout
@@ -285,6 +291,14 @@ class TelegramProvider:
                 raise
 
     async def show_typing(self, chat: ChatRef) -> None:
+        # Telegram shows "typing…" for about 5 s: refreshing it more often is wasted calls.
+        now = time.monotonic()
+        if (
+            now - self._typing_at.get(chat.chat_id, -TYPING_REFRESH_SECONDS)
+            < TYPING_REFRESH_SECONDS
+        ):
+            return
+        self._typing_at[chat.chat_id] = now
         await self._call(
             self.bot.send_chat_action(
                 int(chat.chat_id), ChatAction.TYPING, message_thread_id=chat.route.get("thread_id")

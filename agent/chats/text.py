@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 # Telegram counts message length after entity parsing, in UTF-16 code units.
 TELEGRAM_TEXT_LIMIT = 4096
-TELEGRAM_CALLBACK_DATA_LIMIT = 64  # bytes (UTF-8)
+TELEGRAM_CALLBACK_DATA_LIMIT = 64
+# DingTalk documents no hard cap for robot markdown; the service we replace split at 1,800
+# characters and its messages arrived whole, so we keep that proven size.
+DINGTALK_TEXT_LIMIT = 1800  # bytes (UTF-8)
 
 Measure = Callable[[str], int]
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from agent.chats.base import ChatProvider
 from agent.errors import DeliveryError, PermanentDeliveryError, ProviderConflict, RetryLater
+from agent.logs import SecretFilter
 from agent.retry import Backoff
 from agent.store import queries
 from agent.store.models import Channel, Outbox
@@ -29,8 +31,10 @@ MAX_UNEXPECTED_ATTEMPTS = 8
 
 
 class Delivery:
-    def __init__(self, providers: Mapping[str, ChatProvider]) -> None:
+    def __init__(self, providers: Mapping[str, ChatProvider], secrets: Iterable[str] = ()) -> None:
         self.providers = providers
+        # A secret pasted into a chat must not be echoed back (e.g. in "'…' is not an id").
+        self._masker = SecretFilter(secrets)
         self._wake = asyncio.Event()
         self._busy: dict[int, asyncio.Task[None]] = {}
         self.sent = 0
@@ -39,6 +43,14 @@ class Delivery:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        stop_waiter = asyncio.create_task(stop.wait())
+        stop_waiter.add_done_callback(lambda _: self._wake.set())  # stop promptly
+        try:
+            await self._loop(stop)
+        finally:
+            stop_waiter.cancel()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
             next_due = self._start_due_workers()
@@ -82,6 +94,7 @@ class Delivery:
         """Try one row; True when the chat may go on with its next row."""
         chat = queries.chat_ref(channel)
         message = queries.outbox_message(row)
+        message = dataclasses.replace(message, text=self._masker.mask(message.text))
         try:
             if row.kind == "edit":
                 message_id = self._edit_target(row, channel)

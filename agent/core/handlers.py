@@ -41,6 +41,8 @@ class HandlerSettings:
     link_lang: str
     # Providers that show inline buttons (and can edit a prompt once answered).
     button_providers: frozenset[str] = frozenset({"telegram"})
+    # Providers whose typing indicator acknowledges a continuation (no "sent" reply needed).
+    typing_providers: frozenset[str] = frozenset({"telegram"})
 
     @property
     def notice_context(self) -> NoticeContext:
@@ -53,10 +55,13 @@ class Handlers:
         backend: BackendClient,
         settings: HandlerSettings,
         on_prompt: PromptListener | None = None,
+        on_watch: Callable[[str], None] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
         self.on_prompt = on_prompt
+        # Called when a chat starts following a session, so its notifications start soon.
+        self.on_watch = on_watch
         self._commands: dict[str, Callable[[Channel, str], Awaitable[list[str]]]] = {
             "help": self._help,
             "list": self._list,
@@ -166,8 +171,9 @@ class Handlers:
             await self.backend.create_task(text, session_id)
         except BackendNotFound:
             return [self.t("not_found", session_id=session_id)]
-        queries.watch(channel, session_id)
         await self._prompt_sent(channel, session_id)
+        if channel.provider in self.settings.typing_providers:
+            return []
         return [self.t("continued", short_id=session_id[:8])]
 
     async def _new(self, channel: Channel, args: str) -> list[str]:
@@ -214,6 +220,7 @@ class Handlers:
         except BackendForbidden:
             return [self.t("forbidden", session_id=session_id)]
         queries.bind(channel, session.session_id)
+        self._watch_started(session.session_id)
         return [
             self.t(
                 "connected",
@@ -238,6 +245,7 @@ class Handlers:
             return [self.t("forbidden", session_id=session_id)]
         if not queries.watch(channel, session_id):
             return [self.t("already_watching", session_id=session_id)]
+        self._watch_started(session_id)
         return [self.t("watching", session_id=session_id)]
 
     async def _watches(self, channel: Channel, args: str) -> list[str]:
@@ -261,6 +269,9 @@ class Handlers:
         session_id, error = self._resolve(channel, args, _watches_key(channel))
         if error:
             return [error]
+        if session_id == queries.bound_session(channel):
+            # A chat hears about the session it is connected to: /clear disconnects it.
+            return [self.t("unwatch_bound", session_id=session_id)]
         if not queries.unwatch(channel, session_id):
             return [self.t("not_watching", session_id=session_id)]
         return [self.t("unwatched", session_id=session_id)]
@@ -317,6 +328,10 @@ class Handlers:
         if not _UUID.match(value):
             return "", self.t("bad_id", value=value[:40])
         return value.lower(), ""
+
+    def _watch_started(self, session_id: str) -> None:
+        if self.on_watch is not None:
+            self.on_watch(session_id)
 
     async def _prompt_sent(self, channel: Channel, session_id: str) -> None:
         if self.on_prompt is not None:

@@ -64,6 +64,8 @@ _EN: dict[str, str] = {
     "unwatch_usage": "Usage: /unwatch <session_id|n> (n is a number from /watches)",
     "unwatched": "Stopped watching `{session_id}`.",
     "not_watching": "This chat does not watch `{session_id}`.",
+    "unwatch_bound": "This chat is connected to `{session_id}` and so hears about it; "
+    "use /clear to disconnect.",
     "link": "🔗 {link}",
     "cleared": "Disconnected from `{session_id}`. Notifications for it stop too.",
     "nothing_to_clear": "This chat is not connected to a session.",
@@ -160,6 +162,7 @@ _ZH: dict[str, str] = {
     "unwatch_usage": "用法：/unwatch <session_id|n>（n 为 /watches 中的序号）",
     "unwatched": "已取消订阅 `{session_id}`。",
     "not_watching": "本聊天没有订阅 `{session_id}`。",
+    "unwatch_bound": "本聊天已连接到 `{session_id}`，因此会收到它的通知；用 /clear 断开连接。",
     "link": "🔗 {link}",
     "cleared": "已断开会话 `{session_id}`，其通知也已停止。",
     "nothing_to_clear": "本聊天没有连接会话。",

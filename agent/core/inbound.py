@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from agent.chats.base import InboundMessage, OutboundMessage
@@ -17,11 +18,13 @@ from agent.core import i18n
 from agent.core.access import AccessPolicy
 from agent.core.handlers import Handlers
 from agent.store import queries
-from agent.store.models import Inbound, database_proxy
+from agent.store.models import Channel, Inbound, database_proxy
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 10.0
+# Channels are re-read this often, so `pair approve/revoke` from another shell takes effect.
+CHANNEL_CACHE_SECONDS = 5.0
 
 
 class InboundDispatcher:
@@ -37,6 +40,7 @@ class InboundDispatcher:
         self._queues: dict[tuple[str, str], asyncio.Queue[Inbound]] = {}
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.handled = 0
+        self._channels: dict[tuple[str, str], tuple[Channel, float]] = {}
         self._stopping = False
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
@@ -75,7 +79,7 @@ class InboundDispatcher:
 
     async def _handle(self, row: Inbound) -> None:
         message = queries.inbound_message(row)
-        channel = queries.channel_for(message)
+        channel = self._channel(message)
         decision = self.access.decide(channel)
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
@@ -93,6 +97,16 @@ class InboundDispatcher:
         self.handled += 1
         if replies:
             self.wake_delivery()
+
+    def _channel(self, message: InboundMessage) -> Channel:
+        chat = (message.provider, message.chat_id)
+        cached = self._channels.get(chat)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now and not message.route:
+            return cached[0]
+        channel = queries.channel_for(message)
+        self._channels[chat] = (channel, now + CHANNEL_CACHE_SECONDS)
+        return channel
 
     def _report_in_doubt(self, row: Inbound) -> None:
         message = queries.inbound_message(row)

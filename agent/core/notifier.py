@@ -71,17 +71,27 @@ class Notifier:
         self._due: dict[str, float] = {}
         self._digest_pending = False
         self._last_cycle_wall = time.time()
+        self._sleep_until = 0.0
+        # Sessions marked active by `follow` since the last check (cleared after each check).
+        self._followed_active: set[str] = set()
 
     # --- wiring ---
 
     def follow(self, session_id: str) -> None:
         """A prompt was just sent to this session: follow it closely from now on."""
+        if session_id in self._followed_active:
+            return  # already followed closely (a burst of prompts costs one write)
+        self._followed_active.add(session_id)
         TrackedSession.insert(session_id=session_id, active=True).on_conflict(
             conflict_target=[TrackedSession.session_id], update={TrackedSession.active: True}
         ).execute()
-        self._due["active"] = 0.0
-        self._due["requests"] = 0.0
-        self._wake.set()
+        # Start following within one poll interval (not at once: a burst of prompts must
+        # not turn into a burst of fetches).
+        soon = time.monotonic() + self.poll.session_messages_interval
+        for job in ("active", "requests"):
+            self._due[job] = min(self._due.get(job, soon), soon)
+        if soon < self._sleep_until:
+            self._wake.set()
 
     def note_gap_since(self, last_alive: float | None) -> None:
         """At start: if the agent was away long, the first catch-up becomes a digest."""
@@ -98,6 +108,7 @@ class Notifier:
                 await self._cycle()
                 self._last_cycle_wall = time.time()
                 delay = max(0.0, min(self._due.values()) - time.monotonic()) if self._due else 1.0
+                self._sleep_until = time.monotonic() + delay
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
         finally:
@@ -126,31 +137,38 @@ class Notifier:
             return
         self._due.pop("paused", None)
         now = time.monotonic()
+        responses_before = self.backend.responses
         followed = followed_session_ids()
         try:
             if self._is_due("full", now) or self._digest_pending:
                 await self._full_listing(followed)
                 self._schedule("full", self.poll.sessions_full_interval)
-            active = active_sessions(followed)
+            was_active = bool(active_sessions(followed))
             if self._is_due("recent", now):
                 await self._recent_listing(followed)
-                self._schedule(
-                    "recent",
-                    self.poll.sessions_recent_interval
-                    if active
-                    else max(IDLE_RECENT_SECONDS, self.poll.sessions_recent_interval),
-                )
-                active = active_sessions(followed)
-            if active and self._is_due("active", now):
+            active = active_sessions(followed)
+            if active and not was_active:  # a listing revealed activity: look at it now
+                self._due["active"] = self._due["requests"] = now
+            idle = max(IDLE_RECENT_SECONDS, self.poll.sessions_recent_interval)
+            if self._is_due("recent", now):
+                self._schedule("recent", self.poll.sessions_recent_interval if active else idle)
+            # Jobs are rescheduled even when they had nothing to do (a due time left in the
+            # past would make the loop spin); while idle they wait long, `follow` and the
+            # listings above pull them forward when something starts.
+            if self._is_due("active", now):
+                self._followed_active.clear()
                 for tracked in active:
                     await self._check_session(tracked)
-                self._schedule("active", self.poll.session_messages_interval)
-            if (active or prompts.open_prompt_count()) and self._is_due("requests", now):
-                await self._check_input_requests(followed)
-                self._schedule("requests", self.poll.user_input_interval)
+                self._schedule("active", self.poll.session_messages_interval if active else idle)
+            open_prompts = prompts.open_prompt_count()
+            if self._is_due("requests", now):
+                if active or open_prompts:
+                    await self._check_input_requests(followed)
+                busy = active or open_prompts
+                self._schedule("requests", self.poll.user_input_interval if busy else idle)
             if self._is_due("typing", now):
                 await self._show_typing()
-                self._schedule("typing", TYPING_SECONDS)
+                self._schedule("typing", TYPING_SECONDS if active else idle)
         except BackendError as exc:
             self.backend_status.failed(str(exc)[:200])
             log.warning("backend poll failed: %s", exc)
@@ -158,7 +176,8 @@ class Notifier:
                 self._schedule(job, max(self.poll.session_messages_interval, 5.0))
             return
         self._digest_pending = False
-        self.backend_status.ok()
+        if self.backend.responses > responses_before:  # only an answer proves reachability
+            self.backend_status.ok()
 
     # --- listings: notice what changed without fetching ended sessions ---
 
@@ -189,12 +208,17 @@ class Notifier:
                 continue
             tracked = tracked_session(session.session_id)
             changed = (tracked.status, tracked.updated_at) != (session.status, session.updated_at)
+            # On first sight only a live status counts: a newly followed session is checked
+            # anyway, so a finished one need not be fetched again.
+            reactivated = changed and (
+                tracked.updated_at != "" or session.status not in TERMINAL_RUN
+            )
             if changed or session.title != tracked.title:
                 TrackedSession.update(
                     status=session.status,
                     updated_at=session.updated_at,
                     title=session.title or "",
-                    active=tracked.active or changed,
+                    active=tracked.active or reactivated,
                 ).where(TrackedSession.session_id == session.session_id).execute()
 
     # --- one active session: runs, then messages, then notify ---

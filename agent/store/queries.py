@@ -70,21 +70,33 @@ def chat_ref(channel: Channel) -> ChatRef:
 
 
 def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
-    """Persist new messages in one transaction; already-journaled keys are skipped."""
+    """Persist new messages in one transaction; already-journaled keys are skipped.
+
+    Plain SQL: this runs for every inbound message, and peewee's query building would
+    cost more than SQLite itself.
+    """
     created: list[Inbound] = []
+    now = time.time()
     with database_proxy.atomic():
         for message in messages:
-            try:
-                with database_proxy.atomic():
-                    row = Inbound.create(
+            payload = json.dumps(message.to_dict())
+            cursor = database_proxy.execute_sql(
+                "INSERT OR IGNORE INTO inbound (key, provider, chat_id, payload, status,"
+                " received_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+                (message.key, message.provider, message.chat_id, payload, now),
+            )
+            if cursor.rowcount == 1:
+                created.append(
+                    Inbound(
+                        id=cursor.lastrowid,
                         key=message.key,
                         provider=message.provider,
                         chat_id=message.chat_id,
-                        payload=json.dumps(message.to_dict()),
+                        payload=payload,
+                        status="pending",
+                        received_at=now,
                     )
-            except peewee.IntegrityError:
-                continue
-            created.append(row)
+                )
     return created
 
 
@@ -100,17 +112,20 @@ def mark_inbound(row: Inbound, status: str) -> None:
     row.status = status
     if status == "done":
         row.handled_at = time.time()
-    Inbound.update(status=row.status, handled_at=row.handled_at).where(
-        Inbound.id == row.id
-    ).execute()
+    database_proxy.execute_sql(  # per message: plain SQL, see record_inbound
+        "UPDATE inbound SET status = ?, handled_at = ? WHERE id = ?",
+        (row.status, row.handled_at, row.id),
+    )
 
 
 # --- bindings and watches ---
 
 
 def bound_session(channel: Channel) -> str | None:
-    binding = Binding.get_or_none(Binding.channel == channel)
-    return binding.session_id if binding else None
+    row = database_proxy.execute_sql(  # per message: plain SQL, see record_inbound
+        "SELECT session_id FROM binding WHERE channel_id = ?", (channel.id,)
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def bind(channel: Channel, session_id: str, *, new_session: bool = False) -> None:

@@ -12,6 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,14 @@ from tests.conftest import agent_environment
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
 
+# The guide's polling defaults (the tests' fixture polls faster).
+GUIDE_POLLING = {
+    "POLL_SESSION_MESSAGES_INTERVAL_SECONDS": "2",
+    "POLL_USER_INPUT_INTERVAL_SECONDS": "2",
+    "POLL_SESSIONS_RECENT_INTERVAL_SECONDS": "5",
+    "TELEGRAM_POLL_TIMEOUT_SECONDS": "30",
+    "IM_LOG_LEVEL": "WARNING",
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -112,7 +121,7 @@ async def bind_chats(telegram: FakeTelegram, poco: FakePoco, chats: list[int]) -
 
 
 def _latencies(telegram: FakeTelegram, poco: FakePoco, injected: dict[str, float]) -> list[float]:
-    arrived = {body["prompt"]: body_at for body, body_at in poco.tasks_posted_with_time()}
+    arrived = {body["prompt"]: body.at for body in poco.tasks_posted}
     return [(arrived[text] - at) * 1000 for text, at in injected.items() if text in arrived]
 
 
@@ -132,24 +141,27 @@ async def inbound_paced(chats: int = 30, rounds: int = 20, gap: float = 0.1) -> 
             data_dir,
             telegram=telegram,
             poco=poco,
-            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
-            IM_LOG_LEVEL="WARNING",
+            **GUIDE_POLLING,
         )
-        async with agent_process(env, data_dir):
+        async with agent_process(env, data_dir) as pid:
             ids = list(range(50_000, 50_000 + chats))
             await bind_chats(telegram, poco, ids)
+            cpu_before, own_before = cpu_seconds(pid), time.process_time()
             injected: dict[str, float] = {}
-            for round_ in range(rounds):
-                tick = time.monotonic()
-                for chat in ids:
-                    text = f"m {chat} {round_}"
-                    telegram.inject_message(chat, text)
-                    injected[text] = time.monotonic()
-                await asyncio.sleep(max(0.0, gap - (time.monotonic() - tick)))
+            # Paced, not bursty: the chats take turns, one message every gap/chats seconds.
+            step = gap / len(ids)
+            start = time.monotonic()
+            for n in range(rounds * len(ids)):
+                await asyncio.sleep(max(0.0, start + n * step - time.monotonic()))
+                text = f"m {ids[n % len(ids)]} {n // len(ids)}"
+                telegram.inject_message(ids[n % len(ids)], text)
+                injected[text] = time.monotonic()
             await poco.wait_for(lambda p: _count_bench(p) >= len(injected), timeout=60)
             latencies = _latencies(telegram, poco, injected)
             return {
                 "messages": len(injected),
+                "agent_cpu_s": round(cpu_seconds(pid) - cpu_before, 2),
+                "fakes_cpu_s": round(time.process_time() - own_before, 2),
                 "latency_p50_ms": round(statistics.median(latencies), 1),
                 "latency_p99_ms": round(percentile(latencies, 99), 1),
                 "order_kept_pct": _order_kept(poco, ids),
@@ -167,8 +179,7 @@ async def inbound_burst(chats: int = 30, per_chat: int = 20) -> dict[str, Any]:
             data_dir,
             telegram=telegram,
             poco=poco,
-            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
-            IM_LOG_LEVEL="WARNING",
+            **GUIDE_POLLING,
         )
         async with agent_process(env, data_dir):
             ids = list(range(60_000, 60_000 + chats))
@@ -197,11 +208,7 @@ async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) ->
             data_dir,
             telegram=telegram,
             poco=poco,
-            TELEGRAM_POLL_TIMEOUT_SECONDS="30",
-            IM_LOG_LEVEL="WARNING",
-            POLL_SESSION_MESSAGES_INTERVAL_SECONDS="2",
-            POLL_USER_INPUT_INTERVAL_SECONDS="2",
-            POLL_SESSIONS_RECENT_INTERVAL_SECONDS="5",
+            **GUIDE_POLLING,
         )
         finished = []
         for i in range(watched):
@@ -216,13 +223,13 @@ async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) ->
             poco.start_run(session_id)
             active.append(session_id)
         async with agent_process(env, data_dir) as pid:
-            chat = 70_000
+            # One chat per session: Telegram allows about one message per second per chat.
             before = len(telegram.sent)
-            for session_id in finished + active:
-                telegram.inject_message(chat, f"/watch {session_id}")
+            for i, session_id in enumerate(finished + active):
+                telegram.inject_message(70_000 + i, f"/watch {session_id}")
             await telegram.wait_for(
                 lambda f: sum("completed" in (m["text"] or "") for m in f.sent[before:]) >= watched,
-                timeout=60,
+                timeout=120,
             )
             await asyncio.sleep(3)  # let first-sight fetches settle
             requests_before = len(poco.requests)
@@ -236,6 +243,9 @@ async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) ->
                     (len(poco.requests) - requests_before) / minutes, 1
                 ),
                 "cpu_s_per_min": round((cpu_seconds(pid) - cpu_before) / minutes, 3),
+                "requests_by_route": dict(
+                    Counter(call.route for call in poco.requests[requests_before:])
+                ),
                 "rss_mb": round(rss_mb(pid), 1),
             }
 
@@ -247,8 +257,7 @@ async def notification_latency(samples: int = 20, interval: float = 2.0) -> dict
             data_dir,
             telegram=telegram,
             poco=poco,
-            IM_LOG_LEVEL="WARNING",
-            POLL_SESSION_MESSAGES_INTERVAL_SECONDS=str(interval),
+            **{**GUIDE_POLLING, "POLL_SESSION_MESSAGES_INTERVAL_SECONDS": str(interval)},
         )
         async with agent_process(env, data_dir):
             chat = 80_000

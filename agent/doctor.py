@@ -1,0 +1,262 @@
+"""`poco-im-agent doctor`: one check per line (config, data dir, backend, Telegram, DingTalk)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import httpx
+
+from agent import __version__
+from agent.config import Settings
+
+TIMEOUT_SECONDS = 10.0
+DINGTALK_ROBOT_TOPIC = "/v1.0/im/bot/messages/get"
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def format_check(check: Check) -> str:
+    mark = "ok  " if check.ok else "FAIL"
+    line = f"{mark}  {check.name}: {check.detail}"
+    if not check.ok and check.fix:
+        line += f"\n      fix: {check.fix}"
+    return line
+
+
+def config_failure(problem: str, fix: str) -> Check:
+    return Check("config", False, problem, fix)
+
+
+def check_config(settings: Settings) -> Check:
+    enabled = []
+    if settings.telegram.enabled:
+        enabled.append(f"telegram ({settings.telegram.mode})")
+    if settings.dingtalk.enabled:
+        enabled.append(f"dingtalk ({'stream' if settings.dingtalk.stream_enabled else 'webhook'})")
+    if not enabled:
+        return Check(
+            "config",
+            False,
+            f"no chat platform configured ({settings.config_file})",
+            f"Set TELEGRAM_BOT_TOKEN, or DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET, in "
+            f"{settings.config_file} (`poco-im-agent config init` writes a template).",
+        )
+    return Check("config", True, ", ".join(enabled) + f"; access policy {settings.access_policy}")
+
+
+def check_data_dir(settings: Settings) -> Check:
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check(
+            "data dir",
+            False,
+            f"{data_dir} is not writable: {exc.strerror or exc}",
+            "Fix the folder's permissions, or set IM_DATA_DIR to a writable folder.",
+        )
+    return Check("data dir", True, f"{data_dir} is writable")
+
+
+def _network_error(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+async def check_backend(settings: Settings) -> Check:
+    url = f"{settings.backend.url}/api/v1/health"
+    fix = f"Start the Poco backend, or set BACKEND_URL to its address (now {settings.backend.url})."
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
+            response = await client.get(url, headers={"X-User-Id": settings.backend.user_id})
+    except httpx.HTTPError as exc:
+        return Check("backend", False, f"{url}: {_network_error(exc)}", fix)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    data = body.get("data") if isinstance(body, dict) else None
+    if response.status_code != 200 or not isinstance(data, dict) or not data.get("service"):
+        return Check(
+            "backend",
+            False,
+            f"{url} answered HTTP {response.status_code}, not as a Poco backend",
+            f"BACKEND_URL ({settings.backend.url}) points at something else: use the Poco "
+            "backend's base URL (the one the web UI calls, usually port 8000).",
+        )
+    return Check("backend", True, f"{settings.backend.url} answers as {data['service']}")
+
+
+async def _telegram_call(
+    client: httpx.AsyncClient, settings: Settings, method: str
+) -> tuple[bool, Any, str]:
+    """(ok, result, error text) of one Bot API call; the token never shows in the text."""
+    token = settings.telegram.token
+    url = f"{settings.telegram.api_base_url}/bot{token}/{method}"
+    try:
+        response = await client.get(url)
+        body = response.json()
+    except httpx.HTTPError as exc:
+        return False, None, _network_error(exc).replace(token, "****")
+    except ValueError:
+        return False, None, f"HTTP {response.status_code}, not a Bot API answer"
+    if isinstance(body, dict) and body.get("ok"):
+        return True, body.get("result"), ""
+    description = body.get("description", "") if isinstance(body, dict) else ""
+    return False, None, f"HTTP {response.status_code} {description}".strip()
+
+
+async def check_telegram(settings: Settings) -> list[Check]:
+    telegram = settings.telegram
+    proxy = telegram.proxy_url or None
+    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, proxy=proxy) as client:
+        ok, me, error = await _telegram_call(client, settings, "getMe")
+        if not ok:
+            unauthorized = "401" in error or "404" in error
+            fix = (
+                "The token is wrong or revoked: copy it again from @BotFather into "
+                "TELEGRAM_BOT_TOKEN."
+                if unauthorized
+                else f"Telegram ({telegram.api_base_url}) is not reachable from here: set "
+                "TELEGRAM_PROXY_URL (http:// or socks5://) if a firewall blocks it."
+            )
+            return [Check("telegram getMe", False, error, fix)]
+        checks = [Check("telegram getMe", True, f"bot @{me.get('username', '?')}")]
+        ok, info, error = await _telegram_call(client, settings, "getWebhookInfo")
+    if not ok:
+        checks.append(Check("telegram webhook", False, error, "Retry; check TELEGRAM_PROXY_URL."))
+        return checks
+    webhook = str(info.get("url", "")) if isinstance(info, dict) else ""
+    if telegram.mode == "polling" and webhook:
+        checks.append(
+            Check(
+                "telegram webhook",
+                False,
+                f"a webhook is set ({webhook}) while TELEGRAM_MODE=polling: getUpdates gets 409 "
+                "and no message arrives",
+                "Stop whatever set it (an old IM service?), then restart poco-im-agent: it "
+                "deletes the webhook when it starts polling.",
+            )
+        )
+    elif telegram.mode == "webhook" and not webhook.startswith(telegram.webhook_url):
+        checks.append(
+            Check(
+                "telegram webhook",
+                False,
+                f"webhook is {webhook or 'not set'}",
+                f"Start poco-im-agent: it sets {telegram.webhook_url}/api/v1/webhooks/telegram.",
+            )
+        )
+    else:
+        checks.append(Check("telegram webhook", True, webhook or "none (polling)"))
+    return checks
+
+
+async def check_dingtalk(settings: Settings) -> list[Check]:
+    dingtalk = settings.dingtalk
+    base = dingtalk.open_base_url
+    wrong_credentials = (
+        "Copy appKey/appSecret again from the DingTalk developer console into "
+        "DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET."
+    )
+    unreachable = f"Check the network to {base} (DINGTALK_OPEN_BASE_URL)."
+    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
+        try:
+            response = await client.post(
+                f"{base}/v1.0/oauth2/accessToken",
+                json={"appKey": dingtalk.client_id, "appSecret": dingtalk.client_secret},
+            )
+        except httpx.HTTPError as exc:
+            return [Check("dingtalk token", False, _network_error(exc), unreachable)]
+        token_ok = response.status_code == 200 and "accessToken" in _json(response)
+        checks = [
+            Check(
+                "dingtalk token",
+                token_ok,
+                "access token issued" if token_ok else _dingtalk_error(response),
+                wrong_credentials if response.status_code < 500 else unreachable,
+            )
+        ]
+        if not dingtalk.stream_enabled:
+            return checks
+        try:
+            response = await client.post(
+                f"{base}/v1.0/gateway/connections/open", json=_open_body(settings)
+            )
+        except httpx.HTTPError as exc:
+            return [*checks, Check("dingtalk gateway", False, _network_error(exc), unreachable)]
+    body = _json(response)
+    gateway_ok = response.status_code == 200 and bool(body.get("endpoint"))
+    checks.append(
+        Check(
+            "dingtalk gateway",
+            gateway_ok,
+            "Stream gateway open" if gateway_ok else _dingtalk_error(response),
+            wrong_credentials + " Enable Stream mode for the robot."
+            if response.status_code < 500
+            else unreachable,
+        )
+    )
+    return checks
+
+
+def _open_body(settings: Settings) -> dict[str, Any]:
+    subscriptions = [{"type": "CALLBACK", "topic": DINGTALK_ROBOT_TOPIC}]
+    if settings.dingtalk.subscribe_events:
+        subscriptions.append({"type": "EVENT", "topic": "*"})
+    return {
+        "clientId": settings.dingtalk.client_id,
+        "clientSecret": settings.dingtalk.client_secret,
+        "subscriptions": subscriptions,
+        "ua": f"poco-im-agent/{__version__} doctor",
+        "localIp": _local_ip(),
+    }
+
+
+def _local_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _dingtalk_error(response: httpx.Response) -> str:
+    body = _json(response)
+    reason = " ".join(str(body[k]) for k in ("code", "message") if body.get(k))
+    return f"HTTP {response.status_code} {reason}".strip()
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    checks = [check_config(settings), check_data_dir(settings)]
+    network: list[Any] = [check_backend(settings)]
+    if settings.telegram.enabled:
+        network.append(check_telegram(settings))
+    if settings.dingtalk.enabled:
+        network.append(check_dingtalk(settings))
+    for result in await asyncio.gather(*network):
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+def all_ok(checks: Sequence[Check]) -> bool:
+    return all(check.ok for check in checks)
