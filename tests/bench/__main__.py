@@ -15,6 +15,7 @@ BENCHES = {
     "running": lambda: harness.idle_cost(watched=50, running=5),
     "notification": harness.notification_latency,
     "startup": harness.startup_time,
+    "dingtalk": harness.dingtalk_stream,
 }
 
 

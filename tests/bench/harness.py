@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import agent_environment
+from tests.fakes.dingtalk import FakeDingTalk
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
 
@@ -306,3 +307,64 @@ async def startup_time(runs: int = 3) -> dict[str, Any]:
                 process.terminate()
                 await process.wait()
     return {"startup_s_median": round(statistics.median(times), 2)}
+
+
+async def dingtalk_stream(
+    conversations: int = 20, per_conversation: int = 20, gap: float = 0.1
+) -> dict[str, Any]:
+    """Paced messages through the Stream websocket: push → ack, push → POST /tasks,
+    then the time to reconnect once the gateway is back after an outage."""
+    dingtalk, poco = FakeDingTalk(), FakePoco()
+    await dingtalk.start()
+    await poco.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp) / "data"
+            env = agent_environment(data_dir, dingtalk=dingtalk, poco=poco, **GUIDE_POLLING)
+            async with agent_process(env, data_dir):
+                ids = [f"cid-bench-{i}" for i in range(conversations)]
+                for conversation in ids:
+                    session_id = poco.create_session(prompt=f"bench {conversation}")
+                    await dingtalk.push_message(conversation, f"/connect {session_id}")
+                await dingtalk.wait_for(lambda: len(dingtalk.sent) >= conversations, timeout=30)
+                pushed: dict[str, str] = {}
+                step = gap / conversations
+                start = time.monotonic()
+                for n in range(conversations * per_conversation):
+                    await asyncio.sleep(max(0.0, start + n * step - time.monotonic()))
+                    text = f"d {ids[n % conversations]} {n // conversations}"
+                    pushed[await dingtalk.push_message(ids[n % conversations], text)] = text
+                await poco.wait_for(
+                    lambda p: (
+                        sum(b["prompt"].startswith("d ") for b in p.tasks_posted) >= len(pushed)
+                    ),
+                    timeout=60,
+                )
+                acks = [(dingtalk.acks[m] - dingtalk.pushed_at[m]) * 1000 for m in pushed]
+                arrived = {b["prompt"]: b.at for b in poco.tasks_posted}
+                to_backend = [
+                    (arrived[t] - dingtalk.pushed_at[m]) * 1000 for m, t in pushed.items()
+                ]
+                reconnect = await _dingtalk_reconnect(dingtalk)
+        return {
+            "messages": len(pushed),
+            "ack_p50_ms": round(statistics.median(acks), 1),
+            "ack_p99_ms": round(percentile(acks, 99), 1),
+            "to_backend_p50_ms": round(statistics.median(to_backend), 1),
+            "to_backend_p99_ms": round(percentile(to_backend, 99), 1),
+            "reconnect_s": round(reconnect, 2),
+        }
+    finally:
+        await poco.stop()
+        await dingtalk.stop()
+
+
+async def _dingtalk_reconnect(dingtalk: FakeDingTalk, outage: float = 10.0) -> float:
+    """Seconds from the gateway coming back (after `outage` s down) to a live connection."""
+    dingtalk.set_gateway_available(False)
+    await dingtalk.disconnect_all()
+    await asyncio.sleep(outage)
+    back = time.monotonic()
+    dingtalk.set_gateway_available(True)
+    await dingtalk.wait_for(lambda: dingtalk.open_connections >= 1, timeout=60)
+    return time.monotonic() - back

@@ -48,3 +48,10 @@ async def test_startup() -> None:
     figures = await harness.startup_time()
     print("startup", figures)
     assert figures["startup_s_median"] <= 1.5
+
+
+async def test_dingtalk_stream() -> None:
+    figures = await harness.dingtalk_stream()
+    print("dingtalk", figures)
+    assert figures["ack_p99_ms"] <= 50
+    assert figures["reconnect_s"] <= 2
