@@ -50,6 +50,16 @@ async def dingtalk_api() -> AsyncIterator[FakeDingTalk]:
         await fake.stop()
 
 
+AGENT_VARIABLE_PREFIXES = ("TELEGRAM_", "DINGTALK_", "IM_", "BACKEND_", "POLL_")
+
+
+def subprocess_env(**variables: str) -> dict[str, str]:
+    """This process's environment without any agent variable, plus `variables`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(AGENT_VARIABLE_PREFIXES)}
+    env.update(variables)
+    return env
+
+
 def agent_environment(
     data_dir: Path,
     *,

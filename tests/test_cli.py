@@ -16,7 +16,7 @@ import pytest
 
 from agent import __version__
 from agent.cli import main
-from tests.conftest import agent_environment
+from tests.conftest import agent_environment, subprocess_env
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
 
@@ -24,21 +24,13 @@ AGENT = [sys.executable, "-m", "agent"]
 
 
 def clean_env(tmp_path: Path, **variables: str) -> dict[str, str]:
-    """A subprocess environment with no user config, no stray variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "DINGTALK_", "IM_", "BACKEND_", "POLL_"))
-    }
-    env.update(
-        {
-            "HOME": str(tmp_path / "home"),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
-        }
+    """A subprocess environment with no user config and no stray agent variables."""
+    return subprocess_env(
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+        **variables,
     )
-    env.update(variables)
-    return env
 
 
 def run_cli(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:

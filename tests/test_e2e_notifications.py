@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from agent.store import queries
+from agent.store.models import Outbox
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
@@ -311,3 +312,30 @@ async def test_multi_select_toggles_and_free_text_reply(
         await poco.wait_for(lambda p: p.input_requests[free]["status"] == "answered", 10)
         assert poco.input_requests[free]["answers"] == {"Any title?": "Call it Ode to Tests"}
         assert "Call it Ode to Tests" not in [b["prompt"] for b in poco.tasks_posted]
+
+
+async def test_stale_requests_are_skipped_and_blocked_chats_are_given_up(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new stale and blocked")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        # Past expires_at but still listed as pending (the executor died): never shown.
+        poco.add_input_request(session_id, "ExitPlanMode", {"plan": "stale plan"}, expires_in=-5)
+        poco.add_input_request(session_id, "ExitPlanMode", {"plan": "live plan"}, expires_in=600)
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "live plan") == 1, timeout=10)
+        assert count(telegram_api, CHAT, "stale plan") == 0
+
+        # The user blocked the bot: the row is recorded as failed, not retried forever.
+        telegram_api.blocked_chats.add(CHAT)
+        poco.add_assistant_text(session_id, "nobody will read this")
+        other = 3003
+        await say(telegram_api, other, "/help")  # other chats are unaffected
+        await telegram_api.wait_for(lambda f: failed_rows() == 1, timeout=10)
+        assert count(telegram_api, CHAT, "nobody will read this") == 0
+
+
+def failed_rows() -> int:
+    return int(Outbox.select().where(Outbox.status == "failed").count())

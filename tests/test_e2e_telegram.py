@@ -166,3 +166,13 @@ async def test_health_endpoint(telegram_api: FakeTelegram, poco: FakePoco, data_
         assert telegram_api.token not in json.dumps(health)
         assert str(CHAT) not in json.dumps(health)
         assert (data_dir / "agent.port").read_text() == str(agent.runtime.port)
+
+
+async def test_replies_in_chinese(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco, IM_LANG="zh")
+    async with run_agent(env):
+        assert "新建会话" in await say(telegram_api, CHAT, "/help")
+        assert "尚未连接会话" in await say(telegram_api, CHAT, "你好")
+        assert "未知命令" in await say(telegram_api, CHAT, "/什么")

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import agent_environment
+from tests.conftest import agent_environment, subprocess_env
 from tests.fakes.dingtalk import FakeDingTalk
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
@@ -58,12 +58,7 @@ def rss_mb(pid: int) -> float:
 
 @asynccontextmanager
 async def agent_process(env: dict[str, str], data_dir: Path) -> AsyncIterator[int]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "DINGTALK_", "IM_", "BACKEND_", "POLL_"))
-    }
-    clean.update(env)
+    clean = subprocess_env(**env)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -290,8 +285,7 @@ async def startup_time(runs: int = 3) -> dict[str, Any]:
     for _ in range(runs):
         async with fakes() as (telegram, poco, data_dir):
             env = agent_environment(data_dir, telegram=telegram, poco=poco)
-            clean = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-            clean.update(env)
+            clean = subprocess_env(**env)
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
