@@ -117,7 +117,21 @@ class Runtime:
         self.status.providers = {name: p.status for name, p in providers.items()}
         for name in ("telegram", "dingtalk"):
             self.status.providers.setdefault(name, ProviderStatus(enabled=False, mode="off"))
-        delivery = Delivery(providers, secrets=settings.secrets())
+        self._wire(backend, providers)
+        server = await self._start_server(providers)
+        try:
+            await self._serve(providers, server.port, on_ready)
+        finally:
+            await server.stop()
+            for provider in providers.values():
+                with contextlib.suppress(Exception):
+                    await provider.close()
+            await backend.aclose()
+
+    def _wire(self, backend: BackendClient, providers: dict[str, ChatProvider]) -> None:
+        """Build the core: delivery, notifier, handlers and the inbound dispatcher."""
+        settings = self.settings
+        self.delivery = Delivery(providers, secrets=settings.secrets())
         handler_settings = HandlerSettings(
             settings.lang, settings.backend.frontend_url, settings.backend.frontend_lang
         )
@@ -128,12 +142,12 @@ class Runtime:
                 with contextlib.suppress(AgentError):
                     await provider.show_typing(queries.chat_ref(channel))
 
-        notifier = Notifier(
+        self.notifier = notifier = Notifier(
             backend,
             settings.poll,
             handler_settings.notice_context,
             self.status.backend,
-            delivery.wake,
+            self.delivery.wake,
             button_providers=handler_settings.button_providers,
             typing=typing,
             is_paused=lambda: self.status.paused,
@@ -154,7 +168,11 @@ class Runtime:
                 "IM_ACCESS_POLICY=open: anyone who finds the bot can run tasks on %s",
                 settings.backend.url,
             )
-        dispatcher = InboundDispatcher(handlers, access, delivery.wake)
+        self.dispatcher = InboundDispatcher(handlers, access, self.delivery.wake)
+        self.backend = backend
+
+    async def _start_server(self, providers: dict[str, ChatProvider]) -> LocalServer:
+        settings = self.settings
         server = LocalServer(
             settings.http_host,
             settings.http_port,
@@ -167,39 +185,39 @@ class Runtime:
         self.port = await server.start()
         if settings.http_port == 0:
             paths.port_file(settings.data_dir).write_text(str(self.port))
-        self.dispatcher, self.delivery, self.backend = dispatcher, delivery, backend
-        self.notifier = notifier
-        try:
-            dispatcher.resume()
-            async with asyncio.TaskGroup() as group:
-                receivers = [
-                    group.create_task(self._supervise(provider, dispatcher), name=name)
-                    for name, provider in providers.items()
-                ]
-                group.create_task(delivery.run(self.stop_event), name="delivery")
-                group.create_task(notifier.run(self.stop_event), name="notifier")
-                group.create_task(self._probe_backend(backend), name="backend probe")
-                group.create_task(self._maintain(), name="maintenance")
-                log.info(
-                    "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
-                    ", ".join(providers),
-                    settings.http_host,
-                    self.port,
-                )
-                self.ready.set()
-                if on_ready is not None:
-                    on_ready(self.port)
-                await self.stop_event.wait()
-                log.info("stopping")
-                for task in receivers:
-                    task.cancel()
-                await dispatcher.stop()
-        finally:
-            await server.stop()
-            for provider in providers.values():
-                with contextlib.suppress(Exception):
-                    await provider.close()
-            await backend.aclose()
+        return server
+
+    async def _serve(
+        self,
+        providers: dict[str, ChatProvider],
+        port: int,
+        on_ready: Callable[[int], None] | None,
+    ) -> None:
+        """Every loop in one TaskGroup until stop; receivers stop first, handlers finish."""
+        self.dispatcher.resume()
+        async with asyncio.TaskGroup() as group:
+            receivers = [
+                group.create_task(self._supervise(provider, self.dispatcher), name=name)
+                for name, provider in providers.items()
+            ]
+            group.create_task(self.delivery.run(self.stop_event), name="delivery")
+            group.create_task(self.notifier.run(self.stop_event), name="notifier")
+            group.create_task(self._probe_backend(self.backend), name="backend probe")
+            group.create_task(self._maintain(), name="maintenance")
+            log.info(
+                "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
+                ", ".join(providers),
+                self.settings.http_host,
+                port,
+            )
+            self.ready.set()
+            if on_ready is not None:
+                on_ready(port)
+            await self.stop_event.wait()
+            log.info("stopping")
+            for task in receivers:
+                task.cancel()
+            await self.dispatcher.stop()
 
     def set_paused(self, paused: bool) -> None:
         """Pause: stop receiving and polling (queued replies still go out); resume: go on."""
