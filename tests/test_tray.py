@@ -433,7 +433,32 @@ async def wait_for_icon(
     raise AssertionError(f"icon never showed {state} / {words!r}; last tooltip {title!r}")
 
 
-async def start_tray(tmp_path: Path, display_name: str, env: dict[str, str]) -> Any:
+# The tray as `run_tray` builds it, quit through its menu's Quit item once told on stdin.
+QUIT_FROM_THE_MENU = """
+import sys, threading
+from agent import paths
+from agent.config import load_settings
+from agent.tray import TrayApp
+from agent.tray_host import AgentHost
+
+host = AgentHost(load_settings, paths.user_config_file())
+host.start()
+app = TrayApp(host)
+
+def click_quit():
+    sys.stdin.readline()
+    quit_item = next(item for item in app.icon.menu.items if str(item) == "Quit")
+    quit_item(app.icon)  # what pystray calls when the menu's Quit is clicked
+
+threading.Thread(target=click_quit, daemon=True).start()
+app.run()
+print("runtime running after Quit:", host.running, flush=True)
+"""
+
+
+async def start_tray(
+    tmp_path: Path, display_name: str, env: dict[str, str], code: str | None = None
+) -> Any:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -448,30 +473,34 @@ async def start_tray(tmp_path: Path, display_name: str, env: dict[str, str]) -> 
             **env,
         }
     )
+    arguments = ["-m", "agent", "tray"] if code is None else ["-c", code]
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "agent",
-        "tray",
+        *arguments,
         env=clean,
         cwd=tmp_path,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def stop_tray(process: Any) -> tuple[int, str]:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    reader = asyncio.ensure_future(process.stderr.read())
+async def stop_tray(
+    process: Any, signum: int | None = signal.SIGTERM, how: str = "SIGTERM"
+) -> tuple[int, str, str]:
+    """Stop the tray (by `signum`, or already asked to) and wait: exit code, stdout, stderr."""
+    if process.returncode is None and signum is not None:
+        process.send_signal(signum)
+    output = asyncio.ensure_future(process.communicate())
     try:
-        await asyncio.wait_for(process.wait(), 30)
+        await asyncio.wait_for(asyncio.shield(output), 30)
     except TimeoutError:
         process.kill()
-        await process.wait()
-        stderr = (await reader).decode(errors="replace")
-        raise AssertionError(f"the tray did not stop on SIGTERM:\n{stderr[-4000:]}") from None
-    return process.returncode, (await reader).decode(errors="replace")
+        _, stderr = await output
+        tail = stderr.decode(errors="replace")[-4000:]
+        raise AssertionError(f"the tray did not stop on {how}:\n{tail}") from None
+    stdout, stderr = output.result()
+    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
 @needs_x
@@ -488,7 +517,7 @@ async def test_icon_docks_and_turns_red_when_telegram_conflicts(
         title = await wait_for_icon(x_tray, TrayState.ERROR, "Conflict")
         assert "Telegram error" in title
     finally:
-        returncode, stderr = await stop_tray(process)
+        returncode, _, stderr = await stop_tray(process)
     assert returncode == 0, stderr
     assert "Traceback" not in stderr
 
@@ -502,8 +531,46 @@ async def test_icon_is_red_while_the_backend_is_down(
     try:
         await wait_for_icon(x_tray, TrayState.ERROR, "backend unreachable", timeout=15)
     finally:
-        returncode, stderr = await stop_tray(process)
+        returncode, _, stderr = await stop_tray(process)
     assert returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+@needs_x
+async def test_sigint_stops_the_tray_cleanly(
+    tmp_path: Path, data_dir: Path, x_tray: str, telegram_api: FakeTelegram
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api)
+    process = await start_tray(tmp_path, x_tray, env)
+    try:
+        await wait_for_icon(x_tray, TrayState.ERROR, "backend unreachable", timeout=15)
+    finally:
+        returncode, _, stderr = await stop_tray(process, signal.SIGINT, "SIGINT")
+    assert returncode == 0, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "INFO agent.runtime: stopping" in stderr
+    assert not paths.port_file(data_dir).exists()
+
+
+@needs_x
+async def test_quit_from_the_menu_stops_the_tray_cleanly(
+    tmp_path: Path, data_dir: Path, x_tray: str, telegram_api: FakeTelegram
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api)
+    process = await start_tray(tmp_path, x_tray, env, code=QUIT_FROM_THE_MENU)
+    try:
+        await wait_for_icon(x_tray, TrayState.ERROR, "backend unreachable", timeout=15)
+        process.stdin.write(b"quit\n")
+        await process.stdin.drain()
+        signum = None  # Quit alone must end it
+    except BaseException:
+        signum = signal.SIGTERM
+        raise
+    finally:
+        returncode, stdout, stderr = await stop_tray(process, signum, "Quit")
+    assert returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "runtime running after Quit: False" in stdout, stderr
 
 
 @needs_x
