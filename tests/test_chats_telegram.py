@@ -279,10 +279,10 @@ async def test_errors_are_mapped(telegram_api: FakeTelegram, provider: TelegramP
 
 async def test_long_text_is_split_in_order(telegram_api: FakeTelegram, provider: TelegramProvider):
     text = "\n".join(f"line {n:05d} " + "é😀" * 20 for n in range(400))
-    first = await provider.send(chat(21), OutboundMessage(text, markdown=False))
+    last = await provider.send(chat(21), OutboundMessage(text, markdown=False))
     parts = [s["text"] for s in telegram_api.sent]
     assert len(parts) > 1
-    assert first == str(telegram_api.sent[0]["message_id"])
+    assert last == str(telegram_api.sent[-1]["message_id"])  # the part an edit must reach
     assert "".join(parts) == text
     assert all(len(p.encode("utf-16-le")) // 2 <= 4096 for p in parts)
     ids = [s["message_id"] for s in telegram_api.sent]

@@ -339,3 +339,32 @@ async def test_stale_requests_are_skipped_and_blocked_chats_are_given_up(
 
 def failed_rows() -> int:
     return int(Outbox.select().where(Outbox.status == "failed").count())
+
+
+async def test_a_long_plan_keeps_its_buttons_reachable(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new long plan")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        plan = "\n".join(f"{i}. step number {i} of a very long plan" for i in range(300))
+        request_id = poco.add_input_request(
+            session_id, "ExitPlanMode", {"plan": plan}, expires_in=600
+        )
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "step number 299") == 1, timeout=15)
+        with_buttons = [m for m in telegram_api.sent if m.get("reply_markup")]
+        assert len(with_buttons) == 1 and "step number 299" in with_buttons[0]["text"]
+        approve = with_buttons[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        telegram_api.inject_callback(CHAT, with_buttons[0]["message_id"], approve)
+        await poco.wait_for(lambda p: p.input_requests[request_id]["status"] == "answered", 10)
+        await telegram_api.wait_for(
+            lambda f: any(
+                c[0] == "editMessageText"
+                and str(c[1].get("message_id")) == str(with_buttons[0]["message_id"])
+                and "Answered" in str(c[1])
+                for c in f.calls
+            ),
+            timeout=10,
+        )

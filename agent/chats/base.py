@@ -146,7 +146,7 @@ class ChatProvider(Protocol):
         ...
 
     async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
-        """Send (split if long) and return the platform's id of the first part, or ''."""
+        """Send (split if long) and return the platform's id of the last part, or ''."""
         ...
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:

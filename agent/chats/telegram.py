@@ -238,14 +238,15 @@ class TelegramProvider:
     async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
         parts = _render(message)
         markup = _keyboard(message.buttons)
-        first = ""
+        sent_id = ""
         for index, (text, entities) in enumerate(parts):
             reply_to = message.reply_to_message_id if index == 0 else ""
             # Buttons go under the last part, where the reader ends up.
             last = index == len(parts) - 1
             sent = await self._send_part(chat, text, entities, reply_to, markup if last else None)
-            first = first or str(sent.message_id)
-        return first
+            sent_id = str(sent.message_id)
+        # The id of the last part: the one carrying the buttons, which an edit must reach.
+        return sent_id
 
     async def _send_part(
         self,
@@ -271,8 +272,9 @@ class TelegramProvider:
             return await self._call(self.bot.send_message(**kwargs))
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+        # A long text was sent in parts and `message_id` is the last one: it gets the end.
         parts = _render(message) or [(EMPTY_TEXT, [])]
-        text, entities = parts[0]
+        text, entities = parts[-1]
         kwargs: dict[str, Any] = {
             "chat_id": int(chat.chat_id),
             "message_id": int(message_id),
