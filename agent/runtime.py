@@ -274,10 +274,13 @@ class Runtime:
     async def _maintain(self) -> None:
         last_prune = 0.0
         while not self.stop_event.is_set():
-            queries.set_meta("last_alive", str(time.time()))
-            if time.time() - last_prune > PRUNE_SECONDS:
-                removed = db.prune()
-                last_prune = time.time()
-                if removed:
-                    log.info("pruned %d old journal/outbox rows", removed)
+            try:
+                queries.set_meta("last_alive", str(time.time()))
+                if time.time() - last_prune > PRUNE_SECONDS:
+                    removed = db.prune()
+                    last_prune = time.time()
+                    if removed:
+                        log.info("pruned %d old journal/outbox rows", removed)
+            except Exception:  # a busy or full disk must not stop the agent
+                log.exception("store maintenance failed")
             await sleep_or_stop(HEARTBEAT_SECONDS, self.stop_event)

@@ -105,7 +105,7 @@ async def test_backlog_reaches_sink_in_order_then_offset_confirmed(telegram_api:
     assert telegram_api.commands == [{"command": c, "description": d} for c, d in COMMANDS]
     assert telegram_api.pending_updates == []
     polls = [p for m, p, _ in telegram_api.calls if m == "getUpdates"]
-    assert json_list(polls[0]["allowed_updates"]) == ["message", "edited_message", "callback_query"]
+    assert json_list(polls[0]["allowed_updates"]) == ["message", "callback_query"]
 
 
 def json_list(value: Any) -> list[str]:

@@ -144,11 +144,14 @@ async def test_digest_after_a_gap(
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     async with run_agent(env):
         await say(telegram_api, CHAT, "/new long absence")
-        session_id = latest_session(poco)
-    poco.start_run(session_id)
-    for i in range(10):
-        poco.add_assistant_text(session_id, f"missed text {i}")
-    poco.finish_run(session_id, "completed")
+        first = latest_session(poco)
+        await say(telegram_api, CHAT, "/new second one")  # the first stays watched
+        second = latest_session(poco)
+    for session_id, name in ((first, "alpha"), (second, "beta")):
+        poco.start_run(session_id)
+        for i in range(10):
+            poco.add_assistant_text(session_id, f"missed {name} {i}")
+    poco.finish_run(first, "completed")
     # Pretend the agent was last alive an hour ago.
     from agent.store import db
 
@@ -160,9 +163,11 @@ async def test_digest_after_a_gap(
             lambda f: count(f, CHAT, "While the agent was away") == 1, timeout=10
         )
         digest = next(t for t in texts_to(telegram_api, CHAT) if "While the agent" in t)
-        assert "missed text 9" in digest and "completed" in digest
+        assert "missed alpha 9" in digest and "completed" in digest
+        assert "missed beta 9" in digest and "running" in digest
         await say(telegram_api, CHAT, "/help")
-    assert count(telegram_api, CHAT, "missed text") == 1
+    assert count(telegram_api, CHAT, "While the agent was away") == 1  # one per chat
+    assert count(telegram_api, CHAT, "missed alpha") == 1
 
 
 async def test_question_buttons_answer_the_backend(

@@ -84,10 +84,13 @@ class BackendClient:
         body = {"prompt": prompt, "session_id": _session_id(session_id) if session_id else None}
         return _parse(TaskRef.from_api, await self._call("POST", "/tasks", json=body))
 
-    async def list_sessions(self, limit: int = 10, offset: int = 0) -> list[Session]:
-        """The newest sessions first (chat kind only, as the backend defaults)."""
+    async def list_sessions(
+        self, limit: int = 10, offset: int = 0, *, kind: str = "chat"
+    ) -> list[Session]:
+        """The newest sessions first; `kind` "chat" (the backend's default) or "all"."""
         _check_page(limit, offset)
-        data = await self._call("GET", "/sessions", params={"limit": limit, "offset": offset})
+        params = {"limit": limit, "offset": offset, "kind": kind}
+        data = await self._call("GET", "/sessions", params=params)
         return _parse_list(Session.from_api, data)
 
     async def get_session(self, session_id: str) -> Session:

@@ -283,26 +283,31 @@ class DingTalkProvider:
         return first
 
     async def _send_part(self, chat: ChatRef, title: str, text: str) -> str:
-        errors: list[DeliveryError] = []
-        for attempt in (self._via_session_webhook, self._via_openapi, self._via_custom_webhook):
-            try:
-                result = await attempt(chat, title, text)
-            except DeliveryError as exc:
-                log.info("DingTalk send route failed: %s", exc)
-                errors.append(exc)
-                continue
-            if result is not None:
-                return result
-        retryable = [e for e in errors if isinstance(e, RetryLater)]
-        if retryable:
-            raise retryable[-1]
-        if errors:
-            raise errors[-1]
-        raise PermanentDeliveryError(
-            "no way to reach this DingTalk chat: no valid sessionWebhook, DINGTALK_CLIENT_ID/"
-            "SECRET/ROBOT_CODE not set and no DINGTALK_WEBHOOK_URL",
-            provider=NAME,
-        )
+        """sessionWebhook while valid, else the robot OpenAPI, else DINGTALK_WEBHOOK_URL.
+
+        A transient failure (429, 5xx, timeout) is raised at once: the message may have
+        arrived, and another route would send it twice. The shared fallback group only
+        serves when the OpenAPI is not configured, so a chat's messages never land in a
+        group by accident.
+        """
+        try:
+            result = await self._via_session_webhook(chat, title, text)
+        except RetryLater:
+            raise
+        except DeliveryError as exc:
+            log.info("DingTalk sessionWebhook refused, trying the OpenAPI: %s", exc)
+            result = None
+        if result is None:
+            result = await self._via_openapi(chat, title, text)
+        if result is None:
+            result = await self._via_custom_webhook(chat, title, text)
+        if result is None:
+            raise PermanentDeliveryError(
+                "no way to reach this DingTalk chat: no valid sessionWebhook, DINGTALK_CLIENT_ID/"
+                "SECRET/ROBOT_CODE not set and no DINGTALK_WEBHOOK_URL",
+                provider=NAME,
+            )
+        return result
 
     async def _via_session_webhook(self, chat: ChatRef, title: str, text: str) -> str | None:
         url = str(chat.route.get("session_webhook") or "")

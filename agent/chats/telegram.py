@@ -59,7 +59,8 @@ from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater  #
 from agent.retry import Backoff, sleep_or_stop  # noqa: E402
 
 PROVIDER = "telegram"
-ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+# Edits are not subscribed: an edited prompt would otherwise run as a second task.
+ALLOWED_UPDATES = ("message", "callback_query")
 REQUEST_READ_TIMEOUT = 15.0
 TYPING_REFRESH_SECONDS = 4.0
 # PTB adds the long-poll timeout to the getUpdates read timeout; this is the margin on top.
@@ -132,6 +133,7 @@ class TelegramProvider:
         self._global_limit = RateLimiter(GLOBAL_RATE, GLOBAL_BURST)
         self._chat_limits: dict[str, RateLimiter] = {}
         self._typing_at: dict[str, float] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # ---- receiving ---------------------------------------------------------------------
 
@@ -186,6 +188,22 @@ class TelegramProvider:
             await sink(messages)
         # Persist before confirm: only now may Telegram forget these updates.
         self.offset = updates[-1].update_id + 1
+        self._stop_spinners(messages)
+
+    def _stop_spinners(self, messages: Sequence[InboundMessage]) -> None:
+        """A pressed button spins until answered: answer it now that the press is stored
+        (the result shows as the prompt's edit); in the background, never holding the poll."""
+        for message in messages:
+            if message.callback_id:
+                task = asyncio.create_task(self._acknowledge_quietly(message.callback_id))
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+
+    async def _acknowledge_quietly(self, callback_id: str) -> None:
+        try:
+            await self.acknowledge_button(callback_id)
+        except Exception as exc:  # cosmetic: the answer itself is already journaled
+            log.debug("answerCallbackQuery failed: %s", exc)
 
     def _failure_delay(self, exc: Exception, backoff: Backoff) -> float:
         """Record why the loop failed and say how long to wait before the next try."""

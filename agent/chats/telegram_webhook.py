@@ -97,5 +97,6 @@ class TelegramWebhookProvider(TelegramProvider):
             except Exception:
                 log.exception("storing Telegram update %s failed; Telegram retries", message.key)
                 return 500, {"error": "not stored"}
+            self._stop_spinners([message])
         self.status.last_ok_at = time.time()
         return 200, {}

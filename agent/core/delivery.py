@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from agent.chats.base import ChatProvider
-from agent.errors import DeliveryError, PermanentDeliveryError, ProviderConflict, RetryLater
+from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater
 from agent.logs import SecretFilter
 from agent.retry import Backoff
 from agent.store import queries
@@ -92,10 +92,10 @@ class Delivery:
         self, row: Outbox, channel: Channel, provider: ChatProvider, backoff: Backoff
     ) -> bool:
         """Try one row; True when the chat may go on with its next row."""
-        chat = queries.chat_ref(channel)
-        message = queries.outbox_message(row)
-        message = dataclasses.replace(message, text=self._masker.mask(message.text))
         try:
+            chat = queries.chat_ref(channel)
+            message = queries.outbox_message(row)
+            message = dataclasses.replace(message, text=self._masker.mask(message.text))
             if row.kind == "edit":
                 message_id = self._edit_target(row, channel)
                 if message_id:
@@ -114,7 +114,7 @@ class Delivery:
             log.warning("send to %s failed for good: %s", channel.address, exc)
             queries.mark_failed(row, str(exc))
             return True
-        except (DeliveryError, Exception) as exc:
+        except Exception as exc:
             log.exception("unexpected error sending to %s", channel.address)
             if row.attempts + 1 >= MAX_UNEXPECTED_ATTEMPTS:
                 queries.mark_failed(row, repr(exc))

@@ -68,7 +68,11 @@ class InboundDispatcher:
         try:
             while not queue.empty() and not self._stopping:
                 row = queue.get_nowait()
-                await self._handle(row)
+                try:
+                    await self._handle(row)
+                except Exception:
+                    # E.g. the store failed: the row stays in the journal for the next start.
+                    log.exception("inbound %s could not be handled", row.key)
         finally:
             # Idle chats cost nothing: the worker ends and the next message starts a new one.
             del self._workers[chat]

@@ -123,15 +123,16 @@ class DigestEntry:
     last_text: str
 
 
-def digest(ctx: NoticeContext, entry: DigestEntry) -> OutboundMessage:
-    emoji = i18n.STATUS_EMOJI.get(entry.status, "•")
-    lines = [
-        ctx.t("digest.header"),
-        ctx.t("digest.line", emoji=emoji, title=entry.label, status=entry.status),
-    ]
-    if entry.last_text:
-        text = entry.last_text
-        if len(text) > DIGEST_TEXT_CHARS:
-            text = text[:DIGEST_TEXT_CHARS].rstrip() + "…"
-        lines.append(ctx.t("digest.last", text=text))
+def digest(ctx: NoticeContext, entries: list[DigestEntry]) -> OutboundMessage:
+    """One message for a chat after a gap: per session, its state and its last text."""
+    lines = [ctx.t("digest.header")]
+    for entry in entries:
+        emoji = i18n.STATUS_EMOJI.get(entry.status, "•")
+        lines.append("")
+        lines.append(ctx.t("digest.line", emoji=emoji, title=entry.label, status=entry.status))
+        if entry.last_text:
+            text = entry.last_text
+            if len(text) > DIGEST_TEXT_CHARS:
+                text = text[:DIGEST_TEXT_CHARS].rstrip() + "…"
+            lines.append(ctx.t("digest.last", text=text))
     return OutboundMessage("\n".join(lines))

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from agent.backend.client import BackendClient
 from agent.backend.models import InputRequest, Message, Run, Session
@@ -157,8 +158,7 @@ class Notifier:
             # listings above pull them forward when something starts.
             if self._is_due("active", now):
                 self._followed_active.clear()
-                for tracked in active:
-                    await self._check_session(tracked)
+                await self._check_sessions(active)
                 self._schedule("active", self.poll.session_messages_interval if active else idle)
             open_prompts = prompts.open_prompt_count()
             if self._is_due("requests", now):
@@ -172,35 +172,46 @@ class Notifier:
         except BackendError as exc:
             self.backend_status.failed(str(exc)[:200])
             log.warning("backend poll failed: %s", exc)
-            for job in ("active", "requests", "recent"):
-                self._schedule(job, max(self.poll.session_messages_interval, 5.0))
+            self._back_off()
+            return
+        except Exception:
+            # A bug or a store error must not stop notifications for good: log, wait, retry.
+            log.exception("notifier cycle failed")
+            self._back_off()
             return
         self._digest_pending = False
         if self.backend.responses > responses_before:  # only an answer proves reachability
             self.backend_status.ok()
+
+    def _back_off(self) -> None:
+        for job in ("active", "requests", "recent"):
+            self._schedule(job, max(self.poll.session_messages_interval, 5.0))
 
     # --- listings: notice what changed without fetching ended sessions ---
 
     async def _recent_listing(self, followed: set[str]) -> None:
         if not followed:
             return
-        sessions = await self.backend.list_sessions(limit=RECENT_LIMIT)
+        sessions = await self.backend.list_sessions(limit=RECENT_LIMIT, kind="all")
         self._note_listing(sessions, followed)
 
     async def _full_listing(self, followed: set[str]) -> None:
         missing = set(followed)
         offset = 0
         while missing:
-            page = await self.backend.list_sessions(limit=FULL_PAGE, offset=offset)
+            page = await self.backend.list_sessions(limit=FULL_PAGE, offset=offset, kind="all")
             self._note_listing(page, followed)
             missing -= {s.session_id for s in page}
             if len(page) < FULL_PAGE:
                 break
             offset += FULL_PAGE
-        # Followed sessions absent from every page were deleted: stop following them.
+        # Absent from every page: deleted, or the pages shifted under us. Ask to be sure.
         for session_id in missing:
-            log.info("session %s is gone; no longer followed", session_id)
-            queries.forget_session(session_id)
+            try:
+                await self.backend.get_session(session_id)
+            except BackendNotFound:
+                log.info("session %s is gone; no longer followed", session_id)
+                queries.forget_session(session_id)
 
     def _note_listing(self, sessions: Iterable[Session], followed: set[str]) -> None:
         for session in sessions:
@@ -223,7 +234,22 @@ class Notifier:
 
     # --- one active session: runs, then messages, then notify ---
 
-    async def _check_session(self, tracked: TrackedSession) -> None:
+    async def _check_sessions(self, active: list[TrackedSession]) -> None:
+        """Fetch each active session; after a gap, all first, so each chat gets one digest."""
+        fetched: list[_Fetched] = []
+        for tracked in active:
+            result = await self._fetch(tracked)
+            if result is None:
+                continue
+            if self._digest_pending:
+                fetched.append(result)
+            else:
+                self._apply([result])
+        if fetched:
+            self._apply(fetched)
+
+    async def _fetch(self, tracked: TrackedSession) -> _Fetched | None:
+        """Runs first, then messages: a run that ended has all its texts in the second read."""
         session_id = tracked.session_id
         try:
             run, run_count = await self.backend.latest_run(session_id, known_runs=tracked.run_count)
@@ -232,27 +258,48 @@ class Notifier:
             )
         except BackendNotFound:
             queries.forget_session(session_id)
-            return
-        texts = visible_texts(messages)
-        max_id = max((m.id for m in messages), default=tracked.max_message_id)
-        label = notices.session_label(tracked.title, session_id)
+            return None
+        return _Fetched(tracked, run, run_count, messages)
+
+    def _apply(self, results: list[_Fetched]) -> None:
+        """Outbox rows and the cursors that say so, in one transaction."""
+        digests: dict[int, tuple[Channel, list[notices.DigestEntry]]] = {}
         with database_proxy.atomic():
-            for watch in queries.watches_of(session_id):
-                if self._digest_pending:
-                    self._enqueue_digest(watch, label, run, texts, max_id)
-                else:
-                    self._enqueue_texts(watch, label, texts, max_id)
-                    self._enqueue_run_end(watch, label, run)
-            TrackedSession.update(
-                latest_run_id=run.run_id if run else "",
-                latest_run_status=run.status if run else "",
-                latest_run_error=(run.last_error or "") if run else "",
-                run_count=run_count,
-                message_count=len(messages),
-                max_message_id=max_id,
-                active=run is not None and run.status not in TERMINAL_RUN,
-                checked_at=time.time(),
-            ).where(TrackedSession.session_id == session_id).execute()
+            for result in results:
+                tracked, run, messages = result.tracked, result.run, result.messages
+                session_id = tracked.session_id
+                texts = visible_texts(messages)
+                max_id = max((m.id for m in messages), default=tracked.max_message_id)
+                label = notices.session_label(tracked.title, session_id)
+                for watch in queries.watches_of(session_id):
+                    if self._digest_pending:
+                        entry = self._digest_entry(watch, label, run, texts, max_id)
+                        if entry is not None:
+                            digests.setdefault(watch.channel_id, (watch.channel, []))[1].append(
+                                entry
+                            )
+                    else:
+                        self._enqueue_texts(watch, label, texts, max_id)
+                        self._enqueue_run_end(watch, label, run)
+                TrackedSession.update(
+                    latest_run_id=run.run_id if run else "",
+                    latest_run_status=run.status if run else "",
+                    latest_run_error=(run.last_error or "") if run else "",
+                    run_count=result.run_count,
+                    message_count=len(messages),
+                    max_message_id=max_id,
+                    # A prompt sent while we fetched (follow()) keeps it active: its new run
+                    # may not have shown in the runs we read.
+                    active=(run is not None and run.status not in TERMINAL_RUN)
+                    or session_id in self._followed_active,
+                    checked_at=time.time(),
+                ).where(TrackedSession.session_id == session_id).execute()
+            for channel, entries in digests.values():
+                queries.enqueue(
+                    channel,
+                    notices.digest(self.ctx, entries),
+                    dedup_key=f"digest:{time.time():.0f}",
+                )
         self.wake_delivery()
 
     def _enqueue_texts(
@@ -281,27 +328,25 @@ class Notifier:
         queries.enqueue(watch.channel, message, dedup_key=f"run:{run.run_id}:{run.status}")
         Watch.update(notified_run_id=run.run_id).where(Watch.id == watch.id).execute()
 
-    def _enqueue_digest(
+    def _digest_entry(
         self, watch: Watch, label: str, run: Run | None, texts: list[tuple[int, str]], max_id: int
-    ) -> None:
+    ) -> notices.DigestEntry | None:
+        """What the chat missed of this session (None: nothing), cursors moved past it."""
         unseen = watch.message_cursor is None or any(m > watch.message_cursor for m, _ in texts)
         ended_unseen = (
             run is not None and run.status in TERMINAL_RUN and (watch.notified_run_id != run.run_id)
         )
+        entry = None
         if unseen or ended_unseen:
             status = run.status if run else "?"
             entry = notices.DigestEntry(label, status, texts[-1][1] if texts else "")
-            queries.enqueue(
-                watch.channel,
-                notices.digest(self.ctx, entry),
-                dedup_key=f"digest:{watch.session_id}:{max_id}:{status}",
-            )
         Watch.update(
             message_cursor=max_id,
             notified_run_id=run.run_id
             if run and run.status in TERMINAL_RUN
             else watch.notified_run_id,
         ).where(Watch.id == watch.id).execute()
+        return entry
 
     # --- input requests ---
 
@@ -313,7 +358,7 @@ class Notifier:
         with database_proxy.atomic():
             for request in live.values():
                 self._show_prompt(request)
-            for prompt, state in prompts.closed_prompts(set(live), time.time()):
+            for prompt, state in prompts.closed_prompts(set(live), followed, time.time()):
                 prompts.close_prompt(prompt, state, self.ctx, self.button_providers)
         self.wake_delivery()
 
@@ -336,6 +381,14 @@ class Notifier:
             return
         for channel in queries.channels_bound_to_runs(RUNNING_RUN):
             await self.typing(channel)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    tracked: TrackedSession
+    run: Run | None
+    run_count: int
+    messages: list[Message]
 
 
 def followed_session_ids() -> set[str]:

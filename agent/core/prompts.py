@@ -19,7 +19,7 @@ from agent.chats.base import OutboundMessage
 from agent.core import notices
 from agent.core.notices import PLAN_TOOL, NoticeContext
 from agent.store import queries
-from agent.store.models import Channel, InputPrompt, Outbox
+from agent.store.models import Channel, InputPrompt, Outbox, TrackedSession
 
 APPROVE_WORDS = frozenset({"approve", "approved", "yes", "y", "ok", "批准", "同意", "是", "好"})
 REJECT_WORDS = frozenset({"reject", "rejected", "no", "n", "deny", "拒绝", "不同意", "否", "不"})
@@ -55,15 +55,24 @@ def open_prompt_count() -> int:
     return int(InputPrompt.select().where(InputPrompt.state == "open").count())
 
 
-def closed_prompts(live_ids: set[str], now: float) -> list[tuple[InputPrompt, str]]:
-    """Open prompts whose request left the pending list: (prompt, 'answered'|'expired')."""
+def closed_prompts(
+    live_ids: set[str], followed: set[str], now: float
+) -> list[tuple[InputPrompt, str]]:
+    """Open prompts whose request left the pending list, with what became of it:
+    'expired' (time is up, or its run was canceled), 'answered', or 'dropped' (the chat
+    no longer follows the session: closed without a word)."""
     closed = []
     for prompt in InputPrompt.select().where(InputPrompt.state == "open"):
         if prompt.request_id in live_ids:
             continue
+        if prompt.session_id not in followed:
+            closed.append((prompt, "dropped"))
+            continue
         request = request_of(prompt)
         expired = request.expires_at is not None and request.expires_at.timestamp() <= now
-        closed.append((prompt, "expired" if expired else "answered"))
+        tracked = TrackedSession.get_or_none(TrackedSession.session_id == prompt.session_id)
+        canceled = tracked is not None and tracked.latest_run_status == "canceled"
+        closed.append((prompt, "expired" if expired or canceled else "answered"))
     return closed
 
 
@@ -78,6 +87,8 @@ def close_prompt(
 ) -> None:
     """Mark closed and tell the chat: edit the prompt where possible, else a short line."""
     InputPrompt.update(state=state).where(InputPrompt.id == prompt.id).execute()
+    if state == "dropped":
+        return
     channel = prompt.channel
     request = request_of(prompt)
     label = notices.session_label("", prompt.session_id)
