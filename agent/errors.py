@@ -76,8 +76,17 @@ class DeliveryError(AgentError):
 
 
 class RetryLater(DeliveryError):
-    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retry_after: float | None = None,
+        parts_sent: int = 0,
+    ) -> None:
         self.retry_after = retry_after
+        # Of a long message split into parts, how many went out before this failure.
+        self.parts_sent = parts_sent
         super().__init__(message, provider=provider)
 
 

@@ -373,3 +373,20 @@ async def test_a_long_plan_keeps_its_buttons_reachable(
             ),
             timeout=10,
         )
+
+
+async def test_a_long_text_cut_by_429_resumes_without_repeating_parts(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new long answer")
+        session_id = latest_session(poco)
+        poco.start_run(session_id)
+        # The second part of the split text hits flood control.
+        telegram_api.fail_next("sendMessage", 429, retry_after=1, after=1)
+        text = "\n".join(f"line {i:04d} of a long answer" for i in range(400))
+        poco.add_assistant_text(session_id, text)
+        await telegram_api.wait_for(lambda f: count(f, CHAT, "line 0399") == 1, timeout=15)
+        sent = "".join(texts_to(telegram_api, CHAT))
+        assert all(sent.count(f"line {i:04d} ") == 1 for i in range(400))

@@ -145,8 +145,11 @@ class ChatProvider(Protocol):
         """Receive until cancelled: hand each batch to `sink`, then confirm it."""
         ...
 
-    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
-        """Send (split if long) and return the platform's id of the last part, or ''."""
+    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+        """Send (split if long) and return the platform's id of the last part, or ''.
+
+        A retry resumes at `first_part` (from RetryLater.parts_sent): parts already
+        delivered are not sent again."""
         ...
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:

@@ -274,13 +274,17 @@ class DingTalkProvider:
 
     # -- outbound ------------------------------------------------------------------------
 
-    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
-        first = ""
+    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+        sent_id = ""
         for index, part in enumerate(split_text(message.text, TEXT_LIMIT)):
-            sent_id = await self._send_part(chat, _title(part), part)
-            if index == 0:
-                first = sent_id
-        return first
+            if index < first_part:
+                continue  # delivered by an earlier attempt
+            try:
+                sent_id = await self._send_part(chat, _title(part), part)
+            except RetryLater as exc:
+                exc.parts_sent = index
+                raise
+        return sent_id
 
     async def _send_part(self, chat: ChatRef, title: str, text: str) -> str:
         """sessionWebhook while valid, else the robot OpenAPI, else DINGTALK_WEBHOOK_URL.

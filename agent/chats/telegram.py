@@ -253,15 +253,23 @@ class TelegramProvider:
 
     # ---- sending -----------------------------------------------------------------------
 
-    async def send(self, chat: ChatRef, message: OutboundMessage) -> str:
+    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
         parts = _render(message)
         markup = _keyboard(message.buttons)
         sent_id = ""
         for index, (text, entities) in enumerate(parts):
+            if index < first_part:
+                continue  # delivered by an earlier attempt
             reply_to = message.reply_to_message_id if index == 0 else ""
             # Buttons go under the last part, where the reader ends up.
             last = index == len(parts) - 1
-            sent = await self._send_part(chat, text, entities, reply_to, markup if last else None)
+            try:
+                sent = await self._send_part(
+                    chat, text, entities, reply_to, markup if last else None
+                )
+            except RetryLater as exc:
+                exc.parts_sent = index
+                raise
             sent_id = str(sent.message_id)
         # The id of the last part: the one carrying the buttons, which an edit must reach.
         return sent_id

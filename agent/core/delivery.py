@@ -101,8 +101,11 @@ class Delivery:
                 if message_id:
                     await provider.edit(chat, message_id, message)
             else:
-                message_id = await provider.send(chat, message)
+                first_part = int(queries.outbox_payload(row).get("parts_sent", 0))
+                message_id = await provider.send(chat, message, first_part=first_part)
         except RetryLater as exc:
+            if exc.parts_sent:
+                queries.note_parts_sent(row, exc.parts_sent)
             delay = backoff.next_delay(exc.retry_after)
             log.info("send to %s retried in %.1fs: %s", channel.address, delay, exc)
             queries.mark_retry(row, delay, str(exc))

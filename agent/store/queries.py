@@ -265,6 +265,14 @@ def mark_sent(row: Outbox, platform_message_id: str) -> None:
     ).where(Outbox.id == row.id).execute()
 
 
+def note_parts_sent(row: Outbox, parts_sent: int) -> None:
+    """A long message was partly delivered: the retry resumes after these parts."""
+    payload = outbox_payload(row)
+    payload["parts_sent"] = parts_sent
+    row.payload = json.dumps(payload)
+    Outbox.update(payload=row.payload).where(Outbox.id == row.id).execute()
+
+
 def mark_retry(row: Outbox, delay: float, error: str) -> None:
     row.attempts += 1
     row.next_attempt_at = time.time() + delay

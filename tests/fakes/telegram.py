@@ -160,6 +160,7 @@ class FakeTelegram:
         self._next_message_id: dict[int, int] = {}
         self._callback_ids: set[str] = set()
         self._failures: dict[str, list[tuple[int, int | None, str | None]]] = {}
+        self._failures_after: dict[str, int] = {}
         self._drops: dict[str, int] = {}
         self._poll_generation = 0
         self._stopping = False
@@ -206,10 +207,13 @@ class FakeTelegram:
         retry_after: int | None = None,
         description: str | None = None,
         count: int = 1,
+        after: int = 0,
     ) -> None:
+        """The next `count` calls of `method` fail, once `after` more have succeeded."""
         self._failures.setdefault(method.lower(), []).extend(
             [(status, retry_after, description)] * count
         )
+        self._failures_after[method.lower()] = after
 
     def drop_next(self, method: str, count: int = 1) -> None:
         self._drops[method.lower()] = self._drops.get(method.lower(), 0) + count
@@ -339,7 +343,9 @@ class FakeTelegram:
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response()
-            if self._failures.get(key):
+            if self._failures.get(key) and self._failures_after.get(key, 0) > 0:
+                self._failures_after[key] -= 1
+            elif self._failures.get(key):
                 status, retry_after, description = self._failures[key].pop(0)
                 if status == 429 and retry_after is None:
                     retry_after = 1
