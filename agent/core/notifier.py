@@ -253,6 +253,13 @@ class Notifier:
         session_id = tracked.session_id
         try:
             run, run_count = await self.backend.latest_run(session_id, known_runs=tracked.run_count)
+            if (
+                run is not None
+                and _still_waiting(run, tracked)
+                and not queries.has_new_watcher(session_id)
+            ):
+                # Queued and unchanged (no executor free yet): nothing can have been said.
+                return _Fetched(tracked, run, run_count, None)
             messages = await self.backend.list_messages(
                 session_id, known_count=tracked.message_count
             )
@@ -266,10 +273,14 @@ class Notifier:
         digests: dict[int, tuple[Channel, list[notices.DigestEntry]]] = {}
         with database_proxy.atomic():
             for result in results:
-                tracked, run, messages = result.tracked, result.run, result.messages
+                tracked, run = result.tracked, result.run
+                messages = result.messages if result.messages is not None else []
                 session_id = tracked.session_id
                 texts = visible_texts(messages)
                 max_id = max((m.id for m in messages), default=tracked.max_message_id)
+                message_count = (
+                    len(messages) if result.messages is not None else (tracked.message_count)
+                )
                 label = notices.session_label(tracked.title, session_id)
                 for watch in queries.watches_of(session_id):
                     if self._digest_pending:
@@ -286,7 +297,7 @@ class Notifier:
                     latest_run_status=run.status if run else "",
                     latest_run_error=(run.last_error or "") if run else "",
                     run_count=result.run_count,
-                    message_count=len(messages),
+                    message_count=message_count,
                     max_message_id=max_id,
                     # A prompt sent while we fetched (follow()) keeps it active: its new run
                     # may not have shown in the runs we read.
@@ -388,7 +399,14 @@ class _Fetched:
     tracked: TrackedSession
     run: Run | None
     run_count: int
-    messages: list[Message]
+    messages: list[Message] | None  # None: not fetched, nothing can have changed
+
+
+def _still_waiting(run: Run, tracked: TrackedSession) -> bool:
+    return run.status == "queued" and (tracked.latest_run_id, tracked.latest_run_status) == (
+        run.run_id,
+        "queued",
+    )
 
 
 def followed_session_ids() -> set[str]:

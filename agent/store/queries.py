@@ -179,6 +179,15 @@ def watches_of(session_id: str) -> list[Watch]:
     )
 
 
+def has_new_watcher(session_id: str) -> bool:
+    """Some chat follows the session but has not been told anything of it yet."""
+    return bool(
+        Watch.select()
+        .where((Watch.session_id == session_id) & Watch.message_cursor.is_null())
+        .exists()
+    )
+
+
 def followed_session_ids() -> set[str]:
     """Sessions some chat watches (binding a chat always watches its session)."""
     return {row.session_id for row in Watch.select(Watch.session_id).distinct()}
