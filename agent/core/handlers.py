@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from agent.backend.client import BackendClient
 from agent.chats.base import InboundMessage, OutboundMessage
@@ -32,6 +33,15 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 # Called after a prompt reached the backend, so notifications and typing can start at once.
 PromptListener = Callable[[Channel, str], Awaitable[None]]
+
+
+class AnswerOutcome(StrEnum):
+    """What became of a posted answer; the value is its reply text's key."""
+
+    SENT = "answer_sent"
+    ALREADY_ANSWERED = "answer_already"
+    EXPIRED = "answer_expired"
+    NOT_FOUND = "answer_not_found"
 
 
 @dataclass(frozen=True)
@@ -131,8 +141,8 @@ class Handlers:
         if answer.answers is None:
             return [answer.reply] if answer.reply else []
         request_id = answer.prompt.request_id
-        reply = await self.submit_answer(request_id, answer.answers)
-        if reply == self.t("answer_sent"):
+        outcome = await self.submit_answer(request_id, answer.answers)
+        if outcome is AnswerOutcome.SENT:
             prompts.close_request_everywhere(
                 request_id,
                 self.settings.notice_context,
@@ -142,12 +152,12 @@ class Handlers:
             )
             if channel.provider in self.settings.button_providers:
                 return []  # the prompt itself is edited to show the answer
-        elif reply in (self.t("answer_already"), self.t("answer_expired")):
-            state = "expired" if reply == self.t("answer_expired") else "answered"
+        elif outcome in (AnswerOutcome.ALREADY_ANSWERED, AnswerOutcome.EXPIRED):
+            state = "expired" if outcome is AnswerOutcome.EXPIRED else "answered"
             prompts.close_prompt(
                 answer.prompt, state, self.settings.notice_context, self.settings.button_providers
             )
-        return [reply]
+        return [self.t(outcome.value, request_id=request_id)]
 
     def _backend_error_text(self, exc: BackendError) -> str:
         if isinstance(exc, BackendUnavailable):
@@ -297,22 +307,23 @@ class Handlers:
             return [self.t("answer_bad_json")]
         if not _UUID.match(request_id):
             return [self.t("answer_not_found", request_id=request_id[:40])]
-        return [await self.submit_answer(request_id, answers)]
+        outcome = await self.submit_answer(request_id, answers)
+        return [self.t(outcome.value, request_id=request_id)]
 
-    async def submit_answer(self, request_id: str, answers: dict[str, str]) -> str:
-        """Post an answer; the reply text says what happened (shared with buttons)."""
+    async def submit_answer(self, request_id: str, answers: dict[str, str]) -> AnswerOutcome:
+        """Post an answer and say what became of it (shared by /answer and prompts)."""
         try:
             await self.backend.answer_input_request(request_id, answers)
         except BackendNotFound:
-            return self.t("answer_not_found", request_id=request_id)
+            return AnswerOutcome.NOT_FOUND
         except BackendRejected as exc:
             reason = str(exc).lower()
             if "answered" in reason:
-                return self.t("answer_already")
+                return AnswerOutcome.ALREADY_ANSWERED
             if "expired" in reason:
-                return self.t("answer_expired")
+                return AnswerOutcome.EXPIRED
             raise
-        return self.t("answer_sent")
+        return AnswerOutcome.SENT
 
     # --- helpers ---
 
