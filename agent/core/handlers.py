@@ -220,7 +220,7 @@ class Handlers:
     async def _connect(self, channel: Channel, args: str) -> list[str]:
         if not args:
             return [self.t("connect_usage")]
-        session_id, error = self._resolve(channel, args, _list_key(channel))
+        session_id, error = self._resolve(args, lambda: _last_listing(channel))
         if error:
             return [error]
         try:
@@ -244,7 +244,7 @@ class Handlers:
     async def _watch(self, channel: Channel, args: str) -> list[str]:
         if not args:
             return [self.t("watch_usage")]
-        session_id, error = self._resolve(channel, args, _list_key(channel))
+        session_id, error = self._resolve(args, lambda: _last_listing(channel))
         if error:
             return [error]
         try:
@@ -263,7 +263,6 @@ class Handlers:
         if not watches:
             return [self.t("watches_empty")]
         ids = [w.session_id for w in watches]
-        queries.set_meta(_watches_key(channel), json.dumps(ids))
         lines = [self.t("watches_header")]
         lines += [f"{i}. `{sid}`" for i, sid in enumerate(ids, start=1)]
         return ["\n".join(lines)]
@@ -271,12 +270,10 @@ class Handlers:
     async def _unwatch(self, channel: Channel, args: str) -> list[str]:
         if not args:
             return [self.t("unwatch_usage")]
-        if args.isdigit():
-            # Numbers refer to the current /watches order.
-            queries.set_meta(
-                _watches_key(channel), json.dumps([w.session_id for w in queries.watches(channel)])
-            )
-        session_id, error = self._resolve(channel, args, _watches_key(channel))
+        # Numbers refer to the /watches order, which is the order watches were added.
+        session_id, error = self._resolve(
+            args, lambda: [w.session_id for w in queries.watches(channel)]
+        )
         if error:
             return [error]
         if session_id == queries.bound_session(channel):
@@ -327,11 +324,11 @@ class Handlers:
 
     # --- helpers ---
 
-    def _resolve(self, channel: Channel, value: str, list_key: str) -> tuple[str, str]:
-        """A session id from an id or a 1-based number into a remembered list."""
+    def _resolve(self, value: str, numbered: Callable[[], list[str]]) -> tuple[str, str]:
+        """A session id from an id, or from a 1-based number into the `numbered` list."""
         value = value.split()[0]
         if value.isdigit():
-            ids: list[str] = json.loads(queries.get_meta(list_key, "[]"))
+            ids = numbered()
             index = int(value)
             if not 1 <= index <= len(ids):
                 return "", self.t("bad_index", index=index)
@@ -349,12 +346,14 @@ class Handlers:
             await self.on_prompt(channel, session_id)
 
 
+def _last_listing(channel: Channel) -> list[str]:
+    """The session ids of the chat's last /list, in its order (what /connect n means)."""
+    ids: list[str] = json.loads(queries.get_meta(_list_key(channel), "[]"))
+    return ids
+
+
 def _list_key(channel: Channel) -> str:
     return f"list:{channel.id}"
-
-
-def _watches_key(channel: Channel) -> str:
-    return f"watches:{channel.id}"
 
 
 def _one_line(text: str | None) -> str:

@@ -139,7 +139,7 @@ class Notifier:
         self._due.pop("paused", None)
         now = time.monotonic()
         responses_before = self.backend.responses
-        followed = followed_session_ids()
+        followed = queries.followed_session_ids()
         try:
             if self._is_due("full", now) or self._digest_pending:
                 await self._full_listing(followed)
@@ -364,7 +364,7 @@ class Notifier:
     async def _check_input_requests(self, followed: set[str]) -> None:
         requests = await self.backend.list_input_requests()
         live = {
-            r.id: r for r in requests if r.session_id in followed and not r.is_expired(_utcnow())
+            r.id: r for r in requests if r.session_id in followed and not r.is_expired(time.time())
         }
         with database_proxy.atomic():
             for request in live.values():
@@ -409,10 +409,6 @@ def _still_waiting(run: Run, tracked: TrackedSession) -> bool:
     )
 
 
-def followed_session_ids() -> set[str]:
-    return queries.followed_session_ids()
-
-
 def tracked_session(session_id: str) -> TrackedSession:
     tracked, _ = TrackedSession.get_or_create(session_id=session_id)
     return tracked
@@ -437,7 +433,3 @@ def visible_texts(messages: Iterable[Message]) -> list[tuple[int, str]]:
             continue
         texts.append((message.id, text))
     return texts
-
-
-def _utcnow() -> float:
-    return time.time()

@@ -29,7 +29,7 @@ class BaseModel(peewee.Model):
 
 
 class Meta(BaseModel):
-    """Small key/value state: schema version, Telegram offset, last heartbeat."""
+    """Small key/value state: schema version, last heartbeat, /list and /watches orders."""
 
     key = peewee.CharField(primary_key=True)
     value = peewee.TextField()
