@@ -14,16 +14,13 @@ from typing import Any, TypeVar
 # PTB >= 22.2 warns on every RetryAfter unless timedelta values are opted into; we handle both.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-import telegramify_markdown  # noqa: E402
 from telegram import (  # noqa: E402
     Bot,
     BotCommand,
     CallbackQuery,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
-    ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatType  # noqa: E402
@@ -40,7 +37,6 @@ from telegram.error import (  # noqa: E402
 from telegram.request import HTTPXRequest  # noqa: E402
 
 from agent.chats.base import (  # noqa: E402
-    Button,
     ChatRef,
     InboundMessage,
     InboundSink,
@@ -48,11 +44,9 @@ from agent.chats.base import (  # noqa: E402
     ProviderState,
     ProviderStatus,
 )
+from agent.chats.telegram_render import keyboard, render, reply_parameters  # noqa: E402
 from agent.chats.text import (  # noqa: E402
-    TELEGRAM_CALLBACK_DATA_LIMIT,
     TELEGRAM_TEXT_LIMIT,
-    split_text,
-    utf16_len,
 )
 from agent.config import TelegramSettings  # noqa: E402
 from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater  # noqa: E402
@@ -70,13 +64,11 @@ TOKEN_RETRY_DELAY = 60.0
 GLOBAL_RATE, GLOBAL_BURST = 30.0, 30.0  # messages per second, all chats
 PRIVATE_RATE, PRIVATE_BURST = 1.0, 3.0  # per private chat
 GROUP_RATE, GROUP_BURST = 20 / 60, 3.0  # per group: 20 a minute
-LINK_SCHEMES = ("http://", "https://", "tg://")
 EMPTY_TEXT = "\u2026"  # Telegram refuses a blank text
 COMMAND_MENTION = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(.*)", re.DOTALL)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Part = tuple[str, list[MessageEntity]]
 
 
 class RateLimiter:
@@ -254,8 +246,8 @@ class TelegramProvider:
     # ---- sending -----------------------------------------------------------------------
 
     async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
-        parts = _render(message)
-        markup = _keyboard(message.buttons)
+        parts = render(message)
+        markup = keyboard(message.buttons)
         sent_id = ""
         for index, (text, entities) in enumerate(parts):
             if index < first_part:
@@ -288,7 +280,7 @@ class TelegramProvider:
             "text": text,
             "reply_markup": markup,
             "message_thread_id": chat.route.get("thread_id"),
-            "reply_parameters": _reply(reply_to),
+            "reply_parameters": reply_parameters(reply_to),
         }
         try:
             return await self._call(self.bot.send_message(entities=entities or None, **kwargs))
@@ -299,13 +291,13 @@ class TelegramProvider:
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
         # A long text was sent in parts and `message_id` is the last one: it gets the end.
-        parts = _render(message) or [(EMPTY_TEXT, [])]
+        parts = render(message) or [(EMPTY_TEXT, [])]
         text, entities = parts[-1]
         kwargs: dict[str, Any] = {
             "chat_id": int(chat.chat_id),
             "message_id": int(message_id),
             "text": text,
-            "reply_markup": _keyboard(message.buttons),
+            "reply_markup": keyboard(message.buttons),
         }
         try:
             try:
@@ -415,72 +407,6 @@ def _from_callback(key: str, query: CallbackQuery) -> InboundMessage:
         callback_data=query.data or "",
         callback_id=query.id,
     )
-
-
-def _render(message: OutboundMessage) -> list[Part]:
-    """Markdown → plain text + entities (never a parse error), split at line boundaries."""
-    text, entities = message.text, []
-    if message.markdown:
-        try:
-            text, converted = telegramify_markdown.convert(message.text)
-        except Exception:  # a renderer bug must not lose the message
-            log.warning("Markdown rendering failed; sending plain text", exc_info=True)
-        else:
-            entities = [_entity(e) for e in converted if _usable(e)]
-    parts: list[Part] = []
-    start = 0
-    for chunk in split_text(text, TELEGRAM_TEXT_LIMIT, measure=utf16_len):
-        size = utf16_len(chunk)
-        if chunk.strip():  # Telegram rejects a blank message
-            parts.append((chunk, _clip(entities, start, start + size)))
-        start += size
-    return parts
-
-
-def _usable(entity: telegramify_markdown.MessageEntity) -> bool:
-    return entity.type != "text_link" or (entity.url or "").startswith(LINK_SCHEMES)
-
-
-def _entity(entity: telegramify_markdown.MessageEntity) -> MessageEntity:
-    return MessageEntity(
-        entity.type, entity.offset, entity.length, url=entity.url, language=entity.language
-    )
-
-
-def _clip(entities: list[MessageEntity], start: int, end: int) -> list[MessageEntity]:
-    """The entities overlapping [start, end), cut to it and made relative to `start`."""
-    clipped = []
-    for entity in entities:
-        low, high = max(entity.offset, start), min(entity.offset + entity.length, end)
-        if high > low:
-            clipped.append(
-                MessageEntity(
-                    entity.type, low - start, high - low, url=entity.url, language=entity.language
-                )
-            )
-    return clipped
-
-
-def _keyboard(rows: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup | None:
-    if not rows:
-        return None
-    for row in rows:
-        for button in row:
-            if len(button.data.encode()) > TELEGRAM_CALLBACK_DATA_LIMIT:
-                raise PermanentDeliveryError(
-                    f"button data over {TELEGRAM_CALLBACK_DATA_LIMIT} bytes: {button.data!r}",
-                    provider=PROVIDER,
-                )
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
-    )
-
-
-def _reply(message_id: str) -> ReplyParameters | None:
-    if not message_id:
-        return None
-    # A deleted original must not make the answer undeliverable.
-    return ReplyParameters(int(message_id), allow_sending_without_reply=True)
 
 
 def _is_entity_error(exc: PermanentDeliveryError) -> bool:
