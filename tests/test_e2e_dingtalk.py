@@ -110,22 +110,8 @@ async def test_answers_by_number_and_by_word(
         await say(dingtalk_api, "/new ask me")
         session_id = list(poco.sessions)[-1]
         poco.start_run(session_id)
-        question = poco.add_input_request(
-            session_id,
-            "AskUserQuestion",
-            {
-                "questions": [
-                    {
-                        "question": "Which format?",
-                        "header": "Format",
-                        "multiSelect": False,
-                        "options": [
-                            {"label": "Bullets", "description": ""},
-                            {"label": "Prose", "description": ""},
-                        ],
-                    }
-                ]
-            },
+        question = poco.add_question(
+            session_id, "Which format?", ["Bullets", "Prose"], header="Format"
         )
         await dingtalk_api.wait_for(
             lambda: any("Which format?" in t for t in texts_to(dingtalk_api)), timeout=10

@@ -178,22 +178,11 @@ async def test_question_buttons_answer_the_backend(
         await say(telegram_api, CHAT, "/new ask me something")
         session_id = latest_session(poco)
         poco.start_run(session_id)
-        request_id = poco.add_input_request(
+        request_id = poco.add_question(
             session_id,
-            "AskUserQuestion",
-            {
-                "questions": [
-                    {
-                        "question": "Which format should the summary use?",
-                        "header": "Format",
-                        "options": [
-                            {"label": "Bullets", "description": "short list"},
-                            {"label": "Prose", "description": "paragraph"},
-                        ],
-                        "multiSelect": False,
-                    }
-                ]
-            },
+            "Which format should the summary use?",
+            [("Bullets", "short list"), ("Prose", "paragraph")],
+            header="Format",
         )
         await telegram_api.wait_for(lambda f: count(f, CHAT, "Which format") == 1, timeout=10)
         prompt = next(m for m in telegram_api.sent if "Which format" in (m["text"] or ""))
@@ -263,23 +252,12 @@ async def test_multi_select_toggles_and_free_text_reply(
         await say(telegram_api, CHAT, "/new choose several")
         session_id = latest_session(poco)
         poco.start_run(session_id)
-        multi = poco.add_input_request(
+        multi = poco.add_question(
             session_id,
-            "AskUserQuestion",
-            {
-                "questions": [
-                    {
-                        "question": "Which parts?",
-                        "header": "Parts",
-                        "multiSelect": True,
-                        "options": [
-                            {"label": "Intro", "description": ""},
-                            {"label": "Body", "description": ""},
-                            {"label": "Outro", "description": ""},
-                        ],
-                    }
-                ]
-            },
+            "Which parts?",
+            ["Intro", "Body", "Outro"],
+            header="Parts",
+            multi_select=True,
         )
         await telegram_api.wait_for(lambda f: count(f, CHAT, "Which parts?") == 1, timeout=10)
         prompt = next(m for m in telegram_api.sent if "Which parts?" in (m["text"] or ""))
@@ -295,20 +273,7 @@ async def test_multi_select_toggles_and_free_text_reply(
         await poco.wait_for(lambda p: p.input_requests[multi]["status"] == "answered", 10)
         assert poco.input_requests[multi]["answers"] == {"Which parts?": "Intro, Outro"}
 
-        free = poco.add_input_request(
-            session_id,
-            "AskUserQuestion",
-            {
-                "questions": [
-                    {
-                        "question": "Any title?",
-                        "header": "Title",
-                        "multiSelect": False,
-                        "options": [{"label": "Short", "description": ""}],
-                    }
-                ]
-            },
-        )
+        free = poco.add_question(session_id, "Any title?", ["Short"], header="Title")
         await telegram_api.wait_for(lambda f: count(f, CHAT, "Any title?") == 1, timeout=10)
         prompt = next(m for m in telegram_api.sent if "Any title?" in (m["text"] or ""))
         telegram_api.inject_message(

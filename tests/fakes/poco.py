@@ -441,6 +441,32 @@ class FakePoco:
             self._touch_session(session_id, state_patch=state_patch)
         self._poke()
 
+    def add_question(
+        self,
+        session_id: str,
+        question: str,
+        options: list[str | tuple[str, str]],
+        *,
+        header: str = "",
+        multi_select: bool = False,
+        expires_in: float = 60.0,
+    ) -> str:
+        """An AskUserQuestion request with one question, in the executor's exact shape."""
+        choices = [(o, "") if isinstance(o, str) else o for o in options]
+        tool_input = {
+            "questions": [
+                {
+                    "question": question,
+                    "header": header,
+                    "multiSelect": multi_select,
+                    "options": [{"label": label, "description": text} for label, text in choices],
+                }
+            ]
+        }
+        return self.add_input_request(
+            session_id, "AskUserQuestion", tool_input, expires_in=expires_in
+        )
+
     def add_input_request(
         self, session_id: str, tool_name: str, tool_input: Json, *, expires_in: float = 60.0
     ) -> str:
