@@ -244,7 +244,10 @@ def outbox_heads() -> list[Outbox]:
         .where(Outbox.status == "pending")
         .group_by(Outbox.channel)
     )
-    return list(Outbox.select().where(Outbox.id.in_(heads)).order_by(Outbox.id))
+    # Channels joined in: the scheduler reads each head's channel (no query per head).
+    return list(
+        Outbox.select(Outbox, Channel).join(Channel).where(Outbox.id.in_(heads)).order_by(Outbox.id)
+    )
 
 
 def outbox_head(channel_id: int) -> Outbox | None:
