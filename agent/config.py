@@ -135,6 +135,15 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("BACKEND_USER_ID", "default", parse_str, "Sent as X-User-Id.", section="backend"),
     Variable(
+        "BACKEND_INTERNAL_TOKEN",
+        "",
+        parse_str,
+        "The backend's INTERNAL_API_TOKEN, sent as X-Internal-Token (Poco from April 2026 "
+        "answers 401 without it).",
+        secret=True,
+        section="backend",
+    ),
+    Variable(
         "FRONTEND_PUBLIC_URL",
         "http://localhost:3000",
         parse_url,
@@ -383,6 +392,7 @@ class BackendSettings:
     frontend_url: str
     frontend_lang: str
     timeout: float
+    internal_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -485,6 +495,7 @@ def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> S
             frontend_url=values["FRONTEND_PUBLIC_URL"],
             frontend_lang=values["FRONTEND_DEFAULT_LANG"],
             timeout=values["POLL_HTTP_TIMEOUT_SECONDS"],
+            internal_token=values["BACKEND_INTERNAL_TOKEN"],
         ),
         poll=PollSettings(
             user_input_interval=values["POLL_USER_INPUT_INTERVAL_SECONDS"],

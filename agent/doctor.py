@@ -11,7 +11,9 @@ from typing import Any, NamedTuple
 import httpx
 
 from agent import __version__
+from agent.backend.client import BackendClient
 from agent.config import Settings
+from agent.errors import BackendError, BackendUnauthorized
 
 TIMEOUT_SECONDS = 10.0
 DINGTALK_ROBOT_TOPIC = "/v1.0/im/bot/messages/get"
@@ -80,7 +82,7 @@ async def check_backend(settings: Settings) -> Check:
     fix = f"Start the Poco backend, or set BACKEND_URL to its address (now {settings.backend.url})."
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
-            response = await client.get(url, headers={"X-User-Id": settings.backend.user_id})
+            response = await client.get(url)
     except httpx.HTTPError as exc:
         return Check("backend", False, f"{url}: {_network_error(exc)}", fix)
     try:
@@ -96,7 +98,33 @@ async def check_backend(settings: Settings) -> Check:
             f"BACKEND_URL ({settings.backend.url}) points at something else: use the Poco "
             "backend's base URL (the one the web UI calls, usually port 8000).",
         )
-    return Check("backend", True, f"{settings.backend.url} answers as {data['service']}")
+    return await check_backend_auth(settings, str(data["service"]))
+
+
+async def check_backend_auth(settings: Settings, service: str) -> Check:
+    """A user route, as the agent calls it: April 2026 backends answer 401 without a token."""
+    async with BackendClient(settings.backend) as backend:
+        try:
+            await backend.list_sessions(limit=1)
+        except BackendUnauthorized:
+            given = "a wrong one is set" if settings.backend.internal_token else "none is set"
+            return Check(
+                "backend",
+                False,
+                f"{settings.backend.url} answers as {service} but refuses the agent "
+                f"(HTTP 401: BACKEND_INTERNAL_TOKEN, {given})",
+                "Set BACKEND_INTERNAL_TOKEN to the backend's INTERNAL_API_TOKEN "
+                "(from its .env), then start the agent again.",
+            )
+        except BackendError as exc:
+            return Check(
+                "backend",
+                False,
+                f"{settings.backend.url} answers as {service}, but listing sessions failed: "
+                f"{str(exc)[:200]}",
+                "Check the backend's log; BACKEND_USER_ID must be a user the backend knows.",
+            )
+    return Check("backend", True, f"{settings.backend.url} answers as {service}")
 
 
 async def _telegram_call(

@@ -6,9 +6,11 @@
     ├── StoreError           the local database cannot be opened or migrated
     ├── BackendError         the Poco backend failed or refused
     │   ├── BackendUnavailable   network error, timeout, 5xx: retry later
-    │   ├── BackendNotFound      400 with code 40400
-    │   ├── BackendForbidden     400 with code 40300
-    │   └── BackendRejected      any other 400 (40000 ...) or a 422
+    │   ├── BackendUnauthorized  401: BACKEND_INTERNAL_TOKEN missing or wrong
+    │   ├── BackendNotFound      code 40400 (HTTP 400 or 404 by generation)
+    │   ├── BackendForbidden     code 40300 (HTTP 400 or 403)
+    │   └── BackendRejected      any other 4xx code (40000 ...) or a 422
+    │       └── BackendRouteMissing  no such route (an older backend)
     └── DeliveryError        a chat platform refused or failed a send
         ├── RetryLater           429 / 5xx / network: carries `retry_after` seconds
         ├── PermanentDeliveryError  chat not found, bot blocked, bad request: give up
@@ -57,6 +59,10 @@ class BackendUnavailable(BackendError):
     pass
 
 
+class BackendUnauthorized(BackendError):
+    """The backend wants authentication: BACKEND_INTERNAL_TOKEN is missing or wrong."""
+
+
 class BackendNotFound(BackendError):
     pass
 
@@ -67,6 +73,10 @@ class BackendForbidden(BackendError):
 
 class BackendRejected(BackendError):
     pass
+
+
+class BackendRouteMissing(BackendRejected):
+    """A 404 without an envelope: this backend generation has no such route."""
 
 
 class DeliveryError(AgentError):

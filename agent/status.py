@@ -9,21 +9,44 @@ from typing import Any
 from agent import __version__
 from agent.chats.base import ProviderState, ProviderStatus
 
+UNAUTHORIZED_DETAIL = (
+    "the backend answered 401: set BACKEND_INTERNAL_TOKEN to its INTERNAL_API_TOKEN"
+)
+
 
 @dataclass
 class BackendStatus:
     reachable: bool | None = None
     detail: str = ""
     last_ok_at: float | None = None
+    # The backend answered, but refused us (401): reachable, yet nothing works.
+    unauthorized: bool = False
+    # When any answer (or a failure) was last seen: how fresh `state` is.
+    checked_at: float | None = None
 
     def ok(self) -> None:
         self.reachable = True
+        self.unauthorized = False
         self.detail = ""
-        self.last_ok_at = time.time()
+        self.last_ok_at = self.checked_at = time.time()
 
     def failed(self, detail: str) -> None:
         self.reachable = False
+        self.unauthorized = False
         self.detail = detail
+        self.checked_at = time.time()
+
+    def refused_auth(self) -> None:
+        self.reachable = True
+        self.unauthorized = True
+        self.detail = UNAUTHORIZED_DETAIL
+        self.checked_at = time.time()
+
+    @property
+    def state(self) -> str:
+        if self.unauthorized:
+            return "unauthorized"
+        return "unreachable" if self.reachable is False else "reachable"
 
 
 @dataclass
@@ -39,6 +62,7 @@ class AgentStatus:
             bool(enabled)
             and all(p.state is ProviderState.CONNECTED for p in enabled)
             and self.backend.reachable is not False
+            and not self.backend.unauthorized
         )
 
     def snapshot(self, outbox_pending: int) -> dict[str, Any]:
@@ -58,7 +82,7 @@ class AgentStatus:
                 for name, p in self.providers.items()
             },
             "backend": {
-                "state": "unreachable" if self.backend.reachable is False else "reachable",
+                "state": self.backend.state,
                 "detail": self.backend.detail,
                 "last_ok_at": _iso(self.backend.last_ok_at),
             },

@@ -116,7 +116,11 @@ def overall_state(view: HostView) -> TrayState:
     if status.paused:
         return TrayState.PAUSED
     enabled = [p for p in status.providers.values() if p.enabled]
-    if status.backend.reachable is False or any(p.state is ProviderState.ERROR for p in enabled):
+    if (
+        status.backend.reachable is False
+        or status.backend.unauthorized
+        or any(p.state is ProviderState.ERROR for p in enabled)
+    ):
         return TrayState.ERROR
     if status.is_healthy():
         return TrayState.OK
@@ -138,6 +142,8 @@ def _problem(view: HostView) -> str:
             return f"{title} {provider.state.value}" + (
                 f": {provider.detail}" if provider.detail else ""
             )
+    if status.backend.unauthorized:
+        return "backend refuses the agent: set BACKEND_INTERNAL_TOKEN"
     if status.backend.reachable is False:
         return "backend unreachable"
     return ""
@@ -190,9 +196,7 @@ def _status_lines(view: HostView, now: float) -> list[MenuEntry]:
             )
         )
     backend = status.backend
-    backend_state = {True: "reachable", False: "unreachable", None: "not checked yet"}[
-        backend.reachable
-    ]
+    backend_state = backend.state if backend.reachable is not None else "not checked yet"
     lines.append(
         MenuEntry(
             f"Backend: {backend_state} · last ok {ago(backend.last_ok_at, now)}", enabled=False

@@ -1,9 +1,17 @@
 """The httpx client for the Poco backend API; library errors become ours here.
 
-Error mapping (the backend answers app errors with HTTP 400 and a `code`):
-transport error, timeout, 5xx, code >= 50000, non-JSON -> BackendUnavailable;
-400/40400 -> BackendNotFound; 400/40300 -> BackendForbidden; other 400 codes, 422
-(FastAPI validation) and an unknown route -> BackendRejected.
+Both backend generations are served by what they answer, never by a setting:
+- Feb 2026 answers app errors with HTTP 400 and a `code`; April 2026 with 403/404/400/500
+  and the same `code`. Errors are mapped by the body's code, whatever the status:
+  transport error, timeout, 5xx, code >= 50000, non-JSON -> BackendUnavailable;
+  401 -> BackendUnauthorized; 40400 -> BackendNotFound; 40300 -> BackendForbidden; other
+  codes and 422 (FastAPI validation) -> BackendRejected; a 404 without an envelope (no
+  such route on this generation) -> BackendRouteMissing.
+- April 2026 wants `X-Internal-Token` with `X-User-Id` (Feb 2026 ignores it): sent when
+  BACKEND_INTERNAL_TOKEN is set. No `Authorization` header is ever sent (an unrelated one
+  is a 401 even with a valid token).
+- Messages are read with the delta route where it exists; the first 404 for it switches
+  this client to the full lists for good.
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from agent.backend.models import InputRequest, Message, Run, Session, TaskRef
+from agent.backend.models import InputRequest, Message, MessagePage, Run, Session, TaskRef
 from agent.errors import (
     BackendError,
     BackendForbidden,
     BackendNotFound,
     BackendRejected,
+    BackendRouteMissing,
+    BackendUnauthorized,
     BackendUnavailable,
 )
 
@@ -32,6 +42,7 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
 CODE_OK = 0
+CODE_UNAUTHORIZED = 401
 CODE_NOT_FOUND = 40400
 CODE_FORBIDDEN = 40300
 CODE_UPSTREAM = 50201  # the backend's call to S3 or the executor-manager failed
@@ -40,6 +51,7 @@ CODE_UPSTREAM = 50201  # the backend's call to S3 or the executor-manager failed
 # messages the newest are not seen by any endpoint.
 MESSAGES_LIMIT = 100
 MESSAGES_WITH_FILES_LIMIT = 1000
+DELTA_LIMIT = 1000  # the delta route's maximum page
 RUNS_PAGE = 100
 MAX_CONNECTIONS = 6
 MAX_KEEPALIVE = 6
@@ -53,15 +65,20 @@ class BackendClient:
         limits = httpx.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
         )
+        headers = {"X-User-Id": settings.user_id.strip() or "default"}
+        if settings.internal_token:
+            headers["X-Internal-Token"] = settings.internal_token
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"X-User-Id": settings.user_id.strip() or "default"},
+            headers=headers,
             timeout=httpx.Timeout(settings.timeout),
             transport=httpx.AsyncHTTPTransport(limits=limits, retries=1),
             follow_redirects=False,
         )
         # Answers received (any status): lets callers tell "no call made" from "reachable".
         self.responses = 0
+        # None until the backend told us whether it has the delta routes (April 2026 on).
+        self.has_delta: bool | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -77,11 +94,24 @@ class BackendClient:
     async def health(self) -> dict[str, Any]:
         return _object(await self._call("GET", "/health"))
 
-    async def create_task(self, prompt: str, session_id: str | None = None) -> TaskRef:
-        """Create a session (session_id None) or queue a follow-up run on one."""
+    async def create_task(
+        self,
+        prompt: str,
+        session_id: str | None = None,
+        *,
+        client_request_id: str | None = None,
+    ) -> TaskRef:
+        """Create a session (session_id None) or continue one: a run, or a query queued
+        behind the running run. `client_request_id` (stable per inbound message) lets an
+        April 2026 backend deduplicate a retried queued follow-up; older ones ignore it."""
         if not prompt.strip():
             raise BackendRejected("Prompt cannot be empty")
-        body = {"prompt": prompt, "session_id": _session_id(session_id) if session_id else None}
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "session_id": _session_id(session_id) if session_id else None,
+        }
+        if client_request_id:
+            body["client_request_id"] = client_request_id
         return _parse(TaskRef.from_api, await self._call("POST", "/tasks", json=body))
 
     async def list_sessions(
@@ -110,13 +140,32 @@ class BackendClient:
                 return messages
         data = await self._call("GET", f"{path}/messages-with-files")
         messages = _parse_list(Message.from_api, data)
-        if len(messages) >= MESSAGES_WITH_FILES_LIMIT:
-            log.debug(
-                "session %s: over %d messages, the newest are not listed",
-                session_id,
-                MESSAGES_WITH_FILES_LIMIT,
-            )
         return messages
+
+    async def messages_after(
+        self, session_id: str, after_id: int, *, known_count: int = 0
+    ) -> MessagePage:
+        """Messages with an id above `after_id`, oldest first: one request per call.
+
+        With the delta route one page (up to DELTA_LIMIT; `has_more` says more wait); on an
+        older backend the full list, filtered (`truncated` once it is past 1000).
+        """
+        if self.has_delta is not False:
+            path = f"/sessions/{_session_id(session_id)}/messages/delta"
+            params = {"after_message_id": max(after_id, 0), "limit": DELTA_LIMIT}
+            try:
+                data = await self._call("GET", path, params=params)
+            except BackendRouteMissing:
+                log.info("backend has no delta routes (older than April 2026): full lists")
+                self.has_delta = False
+            else:
+                self.has_delta = True
+                body = _object(data)
+                items = _parse_list(Message.from_api, body.get("items"))
+                return MessagePage(items, has_more=bool(body.get("has_more")))
+        messages = await self.list_messages(session_id, known_count=known_count)
+        newer = [m for m in messages if m.id > after_id]
+        return MessagePage(newer, truncated=len(messages) >= MESSAGES_WITH_FILES_LIMIT)
 
     async def list_runs(
         self, session_id: str, *, offset: int = 0, limit: int = RUNS_PAGE
@@ -192,26 +241,37 @@ class BackendClient:
 
 def _data(response: httpx.Response, what: str) -> Any:
     status = response.status_code
-    if status == 404:
-        raise BackendRejected(f"{what}: route not found; is this a Poco backend?", status=404)
     try:
         body = response.json()
     except ValueError:
-        raise BackendUnavailable(f"{what}: HTTP {status}, not JSON", status=status) from None
-    if status == 422:
-        raise BackendRejected(_validation_summary(body), status=422)
-    if not isinstance(body, dict) or "code" not in body:
-        if status >= 500:
-            raise BackendUnavailable(f"{what}: HTTP {status}", status=status)
-        raise BackendRejected(f"{what}: HTTP {status}, unexpected answer", status=status)
-    code, message = body.get("code"), str(body.get("message") or "")
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+        raise _bare_error(status, body, what)
+    code, message = body["code"], str(body.get("message") or "")
     if status == 200 and code == CODE_OK:
         return body.get("data")
-    raise _envelope_error(status, code if isinstance(code, int) else None, message or what)
+    raise _envelope_error(status, code, message or what)
 
 
-def _envelope_error(status: int, code: int | None, message: str) -> BackendError:
-    if status >= 500 or (code is not None and code >= 50000):
+def _bare_error(status: int, body: Any, what: str) -> BackendError:
+    """An answer without the app envelope: FastAPI's own errors, a proxy, not Poco."""
+    if status == 401:
+        return BackendUnauthorized(f"{what}: HTTP 401", status=status)
+    if status == 404:
+        return BackendRouteMissing(f"{what}: route not found; is this a Poco backend?", status=404)
+    if status == 422 and body is not None:
+        return BackendRejected(_validation_summary(body), status=422)
+    if body is None:
+        return BackendUnavailable(f"{what}: HTTP {status}, not JSON", status=status)
+    if status >= 500:
+        return BackendUnavailable(f"{what}: HTTP {status}, unexpected answer", status=status)
+    return BackendRejected(f"{what}: HTTP {status}, unexpected answer", status=status)
+
+
+def _envelope_error(status: int, code: int, message: str) -> BackendError:
+    if status == 401 or code == CODE_UNAUTHORIZED:
+        return BackendUnauthorized(message, status=status, code=code)
+    if code >= 50000 or (status >= 500 and code < 40000):
         return BackendUnavailable(message, status=status, code=code)
     if code == CODE_NOT_FOUND:
         return BackendNotFound(message, status=status, code=code)

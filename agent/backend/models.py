@@ -24,9 +24,16 @@ RUN_RUNNING = "running"
 RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_CANCELED = "canceled"
+# April 2026 on: a cancel of a claimed or running run waits for the executor (session and
+# run both `canceling`), then becomes `canceled`. Still running, never an end.
+RUN_CANCELING = "canceling"
 TERMINAL_RUN_STATUSES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELED})
-ACTIVE_RUN_STATUSES = frozenset({RUN_CLAIMED, RUN_RUNNING})
-UNFINISHED_RUN_STATUSES = frozenset({RUN_QUEUED, RUN_CLAIMED, RUN_RUNNING})
+ACTIVE_RUN_STATUSES = frozenset({RUN_CLAIMED, RUN_RUNNING, RUN_CANCELING})
+UNFINISHED_RUN_STATUSES = frozenset({RUN_QUEUED, RUN_CLAIMED, RUN_RUNNING, RUN_CANCELING})
+
+# POST /tasks answers (April 2026 on): a run, or a query queued behind the running run.
+ACCEPTED_RUN = "run"
+ACCEPTED_QUEUED = "queued_query"
 
 # User-input request statuses and tools.
 INPUT_PENDING = "pending"
@@ -59,6 +66,8 @@ class Session:
     created_at: str
     updated_at: str
     project_id: str | None = None
+    # April 2026 on: follow-ups waiting behind the current run (0 on older backends).
+    queued_query_count: int = 0
 
     @classmethod
     def from_api(cls, data: Json) -> Session:
@@ -69,6 +78,7 @@ class Session:
             created_at=str(data.get("created_at") or ""),
             updated_at=str(data.get("updated_at") or ""),
             project_id=_opt_str(data.get("project_id")),
+            queued_query_count=int(data.get("queued_query_count") or 0),
         )
 
     @property
@@ -85,6 +95,9 @@ class Run:
     last_error: str | None
     created_at: str
     finished_at: str | None
+    # The prompt that started the run: its messages are the ones after this id (and
+    # before the next run's prompt).
+    user_message_id: int = 0
 
     @classmethod
     def from_api(cls, data: Json) -> Run:
@@ -95,6 +108,7 @@ class Run:
             last_error=_opt_str(data.get("last_error")),
             created_at=str(data.get("created_at") or ""),
             finished_at=_opt_str(data.get("finished_at")),
+            user_message_id=int(data.get("user_message_id") or 0),
         )
 
     @property
@@ -239,10 +253,39 @@ class InputRequest:
 
 @dataclass(frozen=True)
 class TaskRef:
+    """What POST /tasks accepted: a run, or (April 2026 on) a query queued behind one."""
+
     session_id: str
-    run_id: str
+    run_id: str | None
     status: str
+    accepted_type: str = ACCEPTED_RUN
+    queue_item_id: str | None = None
+    queued_query_count: int = 0
 
     @classmethod
     def from_api(cls, data: Json) -> TaskRef:
-        return cls(str(data["session_id"]), str(data["run_id"]), str(data.get("status") or ""))
+        return cls(
+            session_id=str(data["session_id"]),
+            run_id=_opt_str(data.get("run_id")),
+            status=str(data.get("status") or ""),
+            accepted_type=str(data.get("accepted_type") or ACCEPTED_RUN),
+            queue_item_id=_opt_str(data.get("queue_item_id")),
+            queued_query_count=int(data.get("queued_query_count") or 0),
+        )
+
+    @property
+    def queued(self) -> bool:
+        return self.accepted_type == ACCEPTED_QUEUED
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """Messages after a cursor, oldest first.
+
+    `truncated`: an older backend without the delta routes lists at most 1000 messages,
+    and this session has more, so newer ones cannot be seen at all.
+    """
+
+    items: list[Message]
+    has_more: bool = False
+    truncated: bool = False

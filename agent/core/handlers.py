@@ -19,6 +19,7 @@ from agent.errors import (
     BackendForbidden,
     BackendNotFound,
     BackendRejected,
+    BackendUnauthorized,
     BackendUnavailable,
 )
 from agent.store import queries
@@ -160,6 +161,9 @@ class Handlers:
         return [self.t(outcome.value, request_id=request_id)]
 
     def _backend_error_text(self, exc: BackendError) -> str:
+        if isinstance(exc, BackendUnauthorized):
+            log.warning("backend answered 401: set BACKEND_INTERNAL_TOKEN")
+            return self.t("backend_unauthorized")
         if isinstance(exc, BackendUnavailable):
             log.warning("backend unavailable: %s", exc)
             return self.t("backend_down")
@@ -178,10 +182,12 @@ class Handlers:
         if session_id is None:
             return [self.t("not_bound")]
         try:
-            await self.backend.create_task(text, session_id)
+            task = await self.backend.create_task(text, session_id)
         except BackendNotFound:
             return [self.t("not_found", session_id=session_id)]
         await self._prompt_sent(channel, session_id)
+        if task.queued:
+            return [self.t("queued", short_id=session_id[:8], count=task.queued_query_count)]
         if channel.provider in self.settings.typing_providers:
             return []
         return [self.t("continued", short_id=session_id[:8])]

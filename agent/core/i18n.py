@@ -10,6 +10,7 @@ STATUS_EMOJI: dict[str, str] = {
     "completed": "✅",
     "failed": "❌",
     "canceled": "⛔",
+    "canceling": "⏹️",  # April 2026 on: stopping, the executor has not confirmed yet
 }
 
 _EN: dict[str, str] = {
@@ -45,6 +46,7 @@ _EN: dict[str, str] = {
     "new_usage": "Usage: /new <task description>",
     "created": "✅ Session created: `{session_id}`\nThis chat is connected to it.\n{link}",
     "continued": "📨 Sent to session `{short_id}`.",
+    "queued": "⏳ Queued: runs after the current run ({count} waiting) in session `{short_id}`.",
     "connect_usage": "Usage: /connect <session_id|n> (n is a number from /list)",
     "connected": "🔗 Connected to {title} `{session_id}` ({status}).\n{link}",
     "list_empty": "No sessions yet. Start one with /new <task>.",
@@ -79,6 +81,8 @@ _EN: dict[str, str] = {
     "answer_not_found": "No input request `{request_id}`.",
     "backend_down": "⚠️ The Poco backend cannot be reached right now. Try again in a moment.",
     "backend_refused": "⚠️ Poco refused that: {reason}",
+    "backend_unauthorized": "🔒 The Poco backend refuses this agent (HTTP 401). The owner "
+    "must set BACKEND_INTERNAL_TOKEN to the backend's INTERNAL_API_TOKEN.",
     "in_doubt": "⚠️ The agent stopped while handling your message «{preview}». It may not "
     "have reached Poco: check with /link and send it again if needed.",
     "pairing": "🔒 This chat is not allowed to use this bot yet.\nPairing code: `{code}`\n"
@@ -143,6 +147,7 @@ _ZH: dict[str, str] = {
     "new_usage": "用法：/new <任务描述>",
     "created": "✅ 已创建会话：`{session_id}`\n本聊天已连接到该会话。\n{link}",
     "continued": "📨 已发送到会话 `{short_id}`。",
+    "queued": "⏳ 已排队：当前运行结束后执行（会话 `{short_id}` 中有 {count} 条在等待）。",
     "connect_usage": "用法：/connect <session_id|n>（n 为 /list 中的序号）",
     "connected": "🔗 已连接到 {title} `{session_id}`（{status}）。\n{link}",
     "list_empty": "还没有会话。用 /new <任务> 新建一个。",
@@ -175,6 +180,8 @@ _ZH: dict[str, str] = {
     "answer_not_found": "找不到输入请求 `{request_id}`。",
     "backend_down": "⚠️ 暂时无法连接 Poco 后端，请稍后再试。",
     "backend_refused": "⚠️ Poco 拒绝了该请求：{reason}",
+    "backend_unauthorized": "🔒 Poco 后端拒绝了本智能体（HTTP 401）。请管理员把 "
+    "BACKEND_INTERNAL_TOKEN 设为后端的 INTERNAL_API_TOKEN。",
     "in_doubt": "⚠️ 处理你的消息「{preview}」时智能体中断了，消息可能没有送达 Poco："
     "请用 /link 查看，如有需要请重新发送。",
     "pairing": "🔒 本聊天尚未获准使用该机器人。\n配对码：`{code}`\n"
