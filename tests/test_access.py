@@ -37,7 +37,12 @@ async def journal_drained() -> None:
 
 
 def backend_calls(poco: FakePoco) -> list[str]:
-    return [c.route for c in poco.requests if c.route != "/health"]
+    """What chats caused: not the agent's own listings (`kind=all`) or health checks."""
+    return [
+        c.route
+        for c in poco.requests
+        if c.route != "/health" and not (c.route == "/sessions" and c.query.get("kind") == "all")
+    ]
 
 
 async def test_pair_approve_and_revoke_from_another_shell(

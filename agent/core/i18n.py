@@ -92,6 +92,8 @@ _EN: dict[str, str] = {
     "notice.completed": "✅ *{title}* completed.\n{link}",
     "notice.failed": "❌ *{title}* failed: {error}\n{link}",
     "notice.canceled": "⛔ *{title}* was canceled.\n{link}",
+    "notice.truncated": "⚠️ *{title}* has over 1000 messages, and this Poco backend cannot "
+    "list newer ones: follow it in the web UI (or update Poco).\n{link}",
     "notice.question": "❓ *{title}* needs an answer:",
     "notice.plan": "📋 *{title}* proposes a plan:\n\n{plan}",
     "notice.hint_buttons": "Tap a button, or reply to this message with your own answer.",
@@ -191,6 +193,8 @@ _ZH: dict[str, str] = {
     "notice.completed": "✅ *{title}* 已完成。\n{link}",
     "notice.failed": "❌ *{title}* 失败：{error}\n{link}",
     "notice.canceled": "⛔ *{title}* 已取消。\n{link}",
+    "notice.truncated": "⚠️ *{title}* 已超过 1000 条消息，当前 Poco 后端无法列出更新的消息："
+    "请在网页中查看（或升级 Poco）。\n{link}",
     "notice.question": "❓ *{title}* 需要你的回答：",
     "notice.plan": "📋 *{title}* 提出了计划：\n\n{plan}",
     "notice.hint_buttons": "点击按钮，或回复这条消息输入自己的答案。",
