@@ -32,6 +32,8 @@ from tests.fakes.poco.wire import (
     trace_headers,
 )
 
+AUTH_MODES = ("oauth_required", "single_user")  # the backend's AUTH_MODE
+SINGLE_USER_ID = "default"  # SINGLE_USER_ID's default
 PUBLIC_ROUTES = (f"{BASE}/health",)  # every other route is a user route
 SESSION = f"{BASE}/sessions/{{session_id}}"
 QUEUED = f"{SESSION}/queued-queries"
@@ -40,17 +42,22 @@ QUEUED = f"{SESSION}/queued-queries"
 class FakePoco(NewRoutes, ExecutorSide):
     """A fake Poco backend of one generation: `GEN_OLD` (98d6fb0f, the default) or
     `GEN_NEW` (619c546b). The new one wants `X-Internal-Token: <internal_token>` plus a
-    non-empty `X-User-Id` on every user route."""
+    non-empty `X-User-Id` on every user route; with `auth_mode="single_user"` a request
+    without them is the user `default` instead of a 401."""
 
     def __init__(
         self,
         *,
         generation: str = GEN_OLD,
         internal_token: str = DEFAULT_INTERNAL_TOKEN,
+        auth_mode: str = "oauth_required",
         default_expires_in: float = 60.0,
     ) -> None:
         super().__init__(generation=generation, default_expires_in=default_expires_in)
+        if auth_mode not in AUTH_MODES:
+            raise ValueError(f"unknown auth_mode {auth_mode!r}; one of {AUTH_MODES}")
         self.internal_token = internal_token
+        self.auth_mode = auth_mode
         self.tasks_held = 0  # POST /tasks requests waiting at the hold
         self._hold_before_create = False
         self._gate = asyncio.Event()
@@ -217,7 +224,8 @@ class FakePoco(NewRoutes, ExecutorSide):
     async def _authenticate(self, request: web.Request) -> str:
         """The caller's user id. Old generation: `X-User-Id`, blank means `default`. New
         generation (619c546b core/deps.py): a session cookie or bearer token wins (this fake
-        knows none, so 401), else a valid internal token with a non-empty `X-User-Id`."""
+        knows none, so 401), else a valid internal token with a non-empty `X-User-Id`, else
+        the single user in `single_user` mode."""
         user = request.headers.get("X-User-Id", "").strip()
         if not self.is_new:
             return user or "default"
@@ -230,9 +238,11 @@ class FakePoco(NewRoutes, ExecutorSide):
         if request.cookies.get("poco_session") or bearer:
             raise AppError(401, "Authentication required")
         given = request.headers.get("X-Internal-Token")
-        if not (self.internal_token and given == self.internal_token and user):
-            raise AppError(401, "Authentication required")
-        return user
+        if self.internal_token and given == self.internal_token and user:
+            return user
+        if self.auth_mode == "single_user":
+            return SINGLE_USER_ID
+        raise AppError(401, "Authentication required")
 
     async def _record(self, request: web.Request) -> Call:
         raw = await request.read()
