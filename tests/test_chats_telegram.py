@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -237,6 +238,32 @@ async def test_dropped_and_failing_polls_recover(telegram_api: FakeTelegram):
     async with running(provider, sink):
         await telegram_api.wait_for(lambda f: f.confirmed_offset == update_id + 1)
     assert [m.text for m in sink.messages] == ["still here"]
+
+
+async def test_transient_502_is_one_short_line_not_a_traceback(
+    telegram_api: FakeTelegram, caplog: pytest.LogCaptureFixture
+):
+    # Telegram's front answers a 502 with nginx's HTML page, which PTB cannot parse as JSON.
+    caplog.set_level(logging.DEBUG)
+    telegram_api.fail_next("getUpdates", 502, count=2)
+    update_id = telegram_api.inject_message(8, "after the outage")
+    provider = TelegramProvider(settings_for(telegram_api))
+    sink = Sink()
+    async with running(provider, sink):
+        await telegram_api.wait_for(lambda f: f.confirmed_offset == update_id + 1)
+        telegram_api.fail_next("sendMessage", 502)
+        with pytest.raises(RetryLater) as caught:
+            await provider.send(chat(9), OutboundMessage("x"))
+    assert "<html" not in str(caught.value)
+    assert "Bad Gateway" in str(caught.value)
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [(r.name, r.levelname, r.getMessage()[:80]) for r in noisy]
+    ours = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    lines = [r for r in ours if "Bad Gateway" in r.getMessage()]
+    assert len(lines) == 2  # one per failed poll
+    for record in lines:
+        assert record.levelno in (logging.INFO, logging.WARNING)
+        assert "\n" not in record.getMessage() and "<html" not in record.getMessage()
 
 
 # ---- sending -------------------------------------------------------------------------

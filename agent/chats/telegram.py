@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dtm
 import logging
 import os
 import re
@@ -26,15 +25,12 @@ from telegram import (  # noqa: E402
 from telegram.constants import ChatAction, ChatType  # noqa: E402
 from telegram.error import (  # noqa: E402
     BadRequest,
-    ChatMigrated,
     Conflict,
-    Forbidden,
     InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
 )
-from telegram.request import HTTPXRequest  # noqa: E402
 
 from agent.chats.base import (  # noqa: E402
     ChatRef,
@@ -44,12 +40,20 @@ from agent.chats.base import (  # noqa: E402
     ProviderState,
     ProviderStatus,
 )
+from agent.chats.telegram_errors import (  # noqa: E402
+    TOKEN_RETRY_DELAY,
+    QuietRequest,
+    call,
+    is_entity_error,
+    seconds,
+    short,
+)
 from agent.chats.telegram_render import keyboard, render, reply_parameters  # noqa: E402
 from agent.chats.text import (  # noqa: E402
     TELEGRAM_TEXT_LIMIT,
 )
 from agent.config import TelegramSettings  # noqa: E402
-from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater  # noqa: E402
+from agent.errors import PermanentDeliveryError, RetryLater  # noqa: E402
 from agent.retry import Backoff, sleep_or_stop  # noqa: E402
 
 PROVIDER = "telegram"
@@ -60,7 +64,6 @@ TYPING_REFRESH_SECONDS = 4.0
 # PTB adds the long-poll timeout to the getUpdates read timeout; this is the margin on top.
 POLL_READ_MARGIN = 10.0
 CONFLICT_RETRY_DELAY = 30.0
-TOKEN_RETRY_DELAY = 60.0
 GLOBAL_RATE, GLOBAL_BURST = 30.0, 30.0  # messages per second, all chats
 PRIVATE_RATE, PRIVATE_BURST = 1.0, 3.0  # per private chat
 GROUP_RATE, GROUP_BURST = 20 / 60, 3.0  # per group: 20 a minute
@@ -103,9 +106,9 @@ class TelegramProvider:
         self.status = ProviderStatus(enabled=True, mode=settings.mode)
         self.commands = [BotCommand(command, description) for command, description in commands]
         proxy = settings.proxy_url or None
-        self.request = HTTPXRequest(proxy=proxy, read_timeout=REQUEST_READ_TIMEOUT)
+        self.request = QuietRequest(proxy=proxy, read_timeout=REQUEST_READ_TIMEOUT)
         # Its own client (one connection) so a pending long poll never blocks a send.
-        self.updates_request = HTTPXRequest(
+        self.updates_request = QuietRequest(
             connection_pool_size=1,
             proxy=proxy,
             read_timeout=settings.poll_timeout + POLL_READ_MARGIN,
@@ -198,27 +201,34 @@ class TelegramProvider:
             log.debug("answerCallbackQuery failed: %s", exc)
 
     def _failure_delay(self, exc: Exception, backoff: Backoff) -> float:
-        """Record why the loop failed and say how long to wait before the next try."""
+        """Record why the loop failed and say how long to wait before the next try.
+
+        A platform failure is one short line; a traceback only for what is not Telegram's."""
         if isinstance(exc, Conflict):
-            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+            self.status.set(ProviderState.ERROR, self._short(exc))
             return CONFLICT_RETRY_DELAY
         if isinstance(exc, InvalidToken):
             self._ready = False
             self.status.set(ProviderState.ERROR, "token rejected")
             return TOKEN_RETRY_DELAY
         if isinstance(exc, RetryAfter):
-            return backoff.next_delay(_seconds(exc.retry_after))
+            return backoff.next_delay(seconds(exc.retry_after))
         if isinstance(exc, TimeoutError):
             self.status.set(ProviderState.ERROR, "getUpdates was silent too long; restarted")
             return 0.0
+        delay = backoff.next_delay()
+        if self._stop.is_set():
+            return delay  # closing cut the poll short: nothing went wrong
         if isinstance(exc, TelegramError):
-            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+            self.status.set(ProviderState.ERROR, self._short(exc))
+            level = logging.WARNING if isinstance(exc, NetworkError) else logging.ERROR
+            log.log(level, "Telegram: %s; retrying in %.1f s", self.status.detail, delay)
         else:
             log.exception("storing Telegram updates failed; they will come again")
-        return backoff.next_delay()
+        return delay
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.settings.token, "***") if self.settings.token else text
+    def _short(self, exc: TelegramError) -> str:
+        return short(exc, self.settings.token)
 
     def _convert(self, update: Update) -> InboundMessage | None:
         key = f"{PROVIDER}:{update.update_id}"
@@ -285,7 +295,7 @@ class TelegramProvider:
         try:
             return await self._call(self.bot.send_message(entities=entities or None, **kwargs))
         except PermanentDeliveryError as exc:
-            if not (entities and _is_entity_error(exc)):
+            if not (entities and is_entity_error(exc)):
                 raise
             return await self._call(self.bot.send_message(**kwargs))
 
@@ -303,7 +313,7 @@ class TelegramProvider:
             try:
                 await self._call(self.bot.edit_message_text(entities=entities or None, **kwargs))
             except PermanentDeliveryError as exc:
-                if not (entities and _is_entity_error(exc)):
+                if not (entities and is_entity_error(exc)):
                     raise
                 await self._call(self.bot.edit_message_text(**kwargs))
         except PermanentDeliveryError as exc:
@@ -348,27 +358,8 @@ class TelegramProvider:
         await limiter.acquire()
         await self._global_limit.acquire()
 
-    async def _call(self, call: Awaitable[T]) -> T:
-        """Await a Bot call, turning PTB's errors into agent.errors."""
-        try:
-            return await call
-        except RetryAfter as exc:
-            raise RetryLater(
-                "Telegram flood control", provider=PROVIDER, retry_after=_seconds(exc.retry_after)
-            ) from exc
-        except Conflict as exc:
-            raise ProviderConflict(exc.message, provider=PROVIDER) from exc
-        except InvalidToken as exc:
-            # Not the message's fault: keep it until the token is fixed.
-            raise RetryLater(
-                "token rejected", provider=PROVIDER, retry_after=TOKEN_RETRY_DELAY
-            ) from exc
-        except (Forbidden, BadRequest, ChatMigrated) as exc:
-            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
-        except NetworkError as exc:  # TimedOut and 5xx too; BadRequest was caught above
-            raise RetryLater(self._scrub(exc.message), provider=PROVIDER) from exc
-        except TelegramError as exc:
-            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        return await call(awaitable, self.settings.token)
 
 
 def _from_message(
@@ -407,11 +398,3 @@ def _from_callback(key: str, query: CallbackQuery) -> InboundMessage:
         callback_data=query.data or "",
         callback_id=query.id,
     )
-
-
-def _is_entity_error(exc: PermanentDeliveryError) -> bool:
-    return "can't parse entities" in str(exc).lower()
-
-
-def _seconds(value: float | dtm.timedelta) -> float:
-    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)

@@ -36,10 +36,42 @@ CONFLICT_WEBHOOK = (
 V2_MARKS = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
 
 
+# Telegram's nginx front answers a gateway error itself, with an HTML page, not Bot API JSON.
+NGINX_PAGES = {
+    502: "Bad Gateway",
+    504: "Gateway Time-out",
+}
+MIGRATED = "Bad Request: group chat was upgraded to a supergroup chat"
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        *,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status, self.description, self.retry_after = status, description, retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
+
+    def response(self) -> web.Response:
+        """The answer as Telegram gives it (see ResponseParameters in the Bot API docs)."""
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.status,
+            "description": self.description,
+        }
+        parameters: dict[str, int] = {}
+        if self.retry_after is not None:
+            parameters["retry_after"] = self.retry_after
+        if self.migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = self.migrate_to_chat_id
+        if parameters:
+            body["parameters"] = parameters
+        return web.json_response(body, status=self.status)
 
 
 def parse_markdown_v2(source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -209,7 +241,9 @@ class FakeTelegram:
         count: int = 1,
         after: int = 0,
     ) -> None:
-        """The next `count` calls of `method` fail, once `after` more have succeeded."""
+        """The next `count` calls of `method` fail, once `after` more have succeeded.
+
+        A 502 or 504 without a `description` is nginx's HTML page, as Telegram's front sends."""
         self._failures.setdefault(method.lower(), []).extend(
             [(status, retry_after, description)] * count
         )
@@ -347,6 +381,10 @@ class FakeTelegram:
                 self._failures_after[key] -= 1
             elif self._failures.get(key):
                 status, retry_after, description = self._failures[key].pop(0)
+                if description is None and status in NGINX_PAGES:
+                    return web.Response(
+                        status=status, text=_nginx_page(status), content_type="text/html"
+                    )
                 if status == 429 and retry_after is None:
                     retry_after = 1
                 raise ApiError(
@@ -358,14 +396,7 @@ class FakeTelegram:
             result = await handler(params)
             return web.json_response({"ok": True, "result": result})
         except ApiError as err:
-            body: dict[str, Any] = {
-                "ok": False,
-                "error_code": err.status,
-                "description": err.description,
-            }
-            if err.retry_after is not None:
-                body["parameters"] = {"retry_after": err.retry_after}
-            return web.json_response(body, status=err.status)
+            return err.response()
         finally:
             self._notify()
 
@@ -606,6 +637,15 @@ class FakeTelegram:
         )
 
 
+def _nginx_page(status: int) -> str:
+    title = f"{status} {NGINX_PAGES[status]}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+
+
 def _default_description(status: int, retry_after: int | None) -> str:
     if status == 429:
         return f"Too Many Requests: retry after {retry_after or 1}"
@@ -617,4 +657,5 @@ def _default_description(status: int, retry_after: int | None) -> str:
         409: CONFLICT_POLL,
         500: "Internal Server Error",
         502: "Bad Gateway",
+        504: "Gateway Time-out",
     }.get(status, "Error")
