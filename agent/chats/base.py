@@ -51,6 +51,9 @@ class InboundMessage:
     # True for a message the agent cannot read (photo, sticker...): core answers "text only".
     unsupported: bool = False
     received_at: float = field(default_factory=time.time)
+    # Not a message: the chat now lives under this id (a Telegram group upgraded to a
+    # supergroup). The journal moves the chat's state when it records it; nothing to handle.
+    moved_to: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class InboundMessage:
             "route": self.route,
             "unsupported": self.unsupported,
             "received_at": self.received_at,
+            "moved_to": self.moved_to,
         }
 
     @classmethod

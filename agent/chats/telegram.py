@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -16,13 +15,12 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 from telegram import (  # noqa: E402
     Bot,
     BotCommand,
-    CallbackQuery,
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
     Update,
 )
-from telegram.constants import ChatAction, ChatType  # noqa: E402
+from telegram.constants import ChatAction  # noqa: E402
 from telegram.error import (  # noqa: E402
     BadRequest,
     Conflict,
@@ -49,6 +47,7 @@ from agent.chats.telegram_errors import (  # noqa: E402
     short,
 )
 from agent.chats.telegram_render import keyboard, render, reply_parameters  # noqa: E402
+from agent.chats.telegram_updates import to_inbound  # noqa: E402
 from agent.chats.text import (  # noqa: E402
     TELEGRAM_TEXT_LIMIT,
 )
@@ -68,7 +67,6 @@ GLOBAL_RATE, GLOBAL_BURST = 30.0, 30.0  # messages per second, all chats
 PRIVATE_RATE, PRIVATE_BURST = 1.0, 3.0  # per private chat
 GROUP_RATE, GROUP_BURST = 20 / 60, 3.0  # per group: 20 a minute
 EMPTY_TEXT = "\u2026"  # Telegram refuses a blank text
-COMMAND_MENTION = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(.*)", re.DOTALL)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -231,27 +229,7 @@ class TelegramProvider:
         return short(exc, self.settings.token)
 
     def _convert(self, update: Update) -> InboundMessage | None:
-        key = f"{PROVIDER}:{update.update_id}"
-        if update.callback_query is not None:
-            return _from_callback(key, update.callback_query)
-        message = update.message or update.edited_message
-        if message is None:
-            return None
-        if message.text is None:
-            if message.effective_attachment is None:
-                return None  # a service message (member joined, pin...): nothing to answer
-            return _from_message(key, message, message.caption or "", unsupported=True)
-        text = self._addressed(message.text)
-        return None if text is None else _from_message(key, message, text)
-
-    def _addressed(self, text: str) -> str | None:
-        """`/cmd@OurBot args` → `/cmd args`; None for a command meant for another bot."""
-        match = COMMAND_MENTION.match(text)
-        if match is None:
-            return text
-        if match[2].lower() != self.username.lower():
-            return None
-        return match[1] + match[3]
+        return to_inbound(update, self.username)
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -360,41 +338,3 @@ class TelegramProvider:
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         return await call(awaitable, self.settings.token)
-
-
-def _from_message(
-    key: str, message: Message, text: str, *, unsupported: bool = False
-) -> InboundMessage:
-    sender = message.from_user
-    reply = message.reply_to_message
-    route = {"thread_id": message.message_thread_id} if message.is_topic_message else {}
-    return InboundMessage(
-        provider=PROVIDER,
-        key=key,
-        chat_id=str(message.chat.id),
-        text=text,
-        message_id=str(message.message_id),
-        sender_id=str(sender.id) if sender else "",
-        sender_name=(sender.username or sender.full_name) if sender else "",
-        is_group=message.chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
-        reply_to_message_id=str(reply.message_id) if reply else "",
-        route=route,
-        unsupported=unsupported,
-    )
-
-
-def _from_callback(key: str, query: CallbackQuery) -> InboundMessage:
-    message = query.message
-    chat = message.chat if message is not None else None
-    return InboundMessage(
-        provider=PROVIDER,
-        key=key,
-        chat_id=str(chat.id if chat else query.from_user.id),
-        text="",
-        message_id=str(message.message_id) if message else "",
-        sender_id=str(query.from_user.id),
-        sender_name=query.from_user.username or query.from_user.full_name,
-        is_group=chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
-        callback_data=query.data or "",
-        callback_id=query.id,
-    )

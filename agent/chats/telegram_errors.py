@@ -25,7 +25,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater
+from agent.errors import ChatMoved, PermanentDeliveryError, ProviderConflict, RetryLater
 
 PROVIDER = "telegram"
 TOKEN_RETRY_DELAY = 60.0
@@ -71,6 +71,13 @@ async def call(awaitable: Awaitable[T], token: str) -> T:
         raise RetryLater(
             "Telegram flood control", provider=PROVIDER, retry_after=seconds(exc.retry_after)
         ) from exc
+    except ChatMigrated as exc:
+        # A group became a supergroup: same chat, new id. Not a failure of the message.
+        raise ChatMoved(
+            "group chat was upgraded to a supergroup chat",
+            provider=PROVIDER,
+            new_chat_id=str(exc.new_chat_id),
+        ) from exc
     except Conflict as exc:
         raise ProviderConflict(short(exc, token), provider=PROVIDER) from exc
     except InvalidToken as exc:
@@ -78,7 +85,7 @@ async def call(awaitable: Awaitable[T], token: str) -> T:
         raise RetryLater(
             "token rejected", provider=PROVIDER, retry_after=TOKEN_RETRY_DELAY
         ) from exc
-    except (Forbidden, BadRequest, ChatMigrated) as exc:
+    except (Forbidden, BadRequest) as exc:
         raise PermanentDeliveryError(short(exc, token), provider=PROVIDER) from exc
     except NetworkError as exc:  # TimedOut and 5xx too; BadRequest was caught above
         raise RetryLater(short(exc, token), provider=PROVIDER) from exc

@@ -178,6 +178,7 @@ class FakeTelegram:
         self.token, self.bot_username = token, bot_username
         self.blocked_chats: set[int] = set()
         self.missing_chats: set[int] = set()
+        self.migrated_chats: dict[int, int] = {}  # group id -> its supergroup's id
         self.sent: list[dict[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.confirmed_offset = 0
@@ -322,6 +323,32 @@ class FakeTelegram:
                 }
             }
         )
+
+    def migrate_group(self, chat_id: int, *, announce: bool = True) -> int:
+        """Upgrade a group to a supergroup, as Telegram does; returns the new chat id.
+
+        The group's id is dead from now on: a call to it answers 400 with
+        `parameters.migrate_to_chat_id`. With `announce`, the bot also gets the two service
+        messages: `migrate_to_chat_id` in the old group, `migrate_from_chat_id` in the new."""
+        new_id = -(10**12) - abs(chat_id)  # supergroup ids look like -100xxxxxxxxxx
+        self.migrated_chats[chat_id] = new_id
+        old_chat = self._chat(chat_id, "group")
+        new_chat = self._chat(new_id, "supergroup")
+        user = {"id": abs(chat_id), "is_bot": False, "first_name": "User"}
+        if announce:
+            for chat, field, value in (
+                (old_chat, "migrate_to_chat_id", new_id),
+                (new_chat, "migrate_from_chat_id", chat_id),
+            ):
+                message = {
+                    "message_id": self._message_id(chat["id"]),
+                    "from": user,
+                    "chat": chat,
+                    "date": int(time.time()),
+                    field: value,
+                }
+                self.inject_raw({"message": message})
+        return new_id
 
     async def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 5) -> None:
         async with self._cond:
@@ -552,6 +579,8 @@ class FakeTelegram:
 
     def _check_chat(self, params: dict[str, Any]) -> int:
         chat_id = params.get("chat_id")
+        if chat_id in self.migrated_chats:
+            raise ApiError(400, MIGRATED, migrate_to_chat_id=self.migrated_chats[chat_id])
         if not isinstance(chat_id, int) or chat_id in self.missing_chats:
             raise ApiError(400, "Bad Request: chat not found")
         if chat_id in self.blocked_chats:
