@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from agent.logs import mask_url_credentials
+
 
 class ProviderState(StrEnum):
     DISABLED = "disabled"
@@ -133,7 +135,8 @@ class ProviderStatus:
 
     def set(self, state: ProviderState, detail: str = "") -> None:
         self.state = state
-        self.detail = detail
+        # Shown by health, `status` and the tray: never a URL's ticket or session.
+        self.detail = mask_url_credentials(detail)
         if state is ProviderState.CONNECTED:
             self.last_ok_at = time.time()
 

@@ -43,6 +43,7 @@ from agent.chats.base import (
 from agent.chats.text import DINGTALK_TEXT_LIMIT, split_text
 from agent.config import DingTalkSettings
 from agent.errors import DeliveryError, PermanentDeliveryError, RetryLater
+from agent.logs import mask_url_credentials
 from agent.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,7 @@ class DingTalkProvider:
                 _Dropped,
                 ValueError,
             ) as exc:
-                detail = f"stream connection lost: {exc or type(exc).__name__}"
-                self.status.set(ProviderState.ERROR, detail)
+                self.status.set(ProviderState.ERROR, f"stream connection lost: {describe(exc)}")
                 delay = self._reconnect.next_delay()
             else:
                 continue
@@ -394,7 +394,7 @@ class DingTalkProvider:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RetryLater(f"DingTalk unreachable: {exc!r}", provider=NAME) from exc
+            raise RetryLater(f"DingTalk unreachable: {describe(exc)}", provider=NAME) from exc
         try:
             data = json.loads(text) if text else {}
         except ValueError:
@@ -465,6 +465,14 @@ def to_inbound(data: dict[str, Any]) -> InboundMessage | None:
         unsupported=unsupported,
         received_at=created_ms / 1000.0 if isinstance(created_ms, int | float) else time.time(),
     )
+
+
+def describe(exc: BaseException) -> str:
+    """An error on one line, without the URL aiohttp quotes: the gateway URL carries the
+    Stream ticket, a sessionWebhook URL its session (both work as credentials)."""
+    if isinstance(exc, aiohttp.ClientResponseError):  # the websocket handshake too
+        return f"HTTP {exc.status} {exc.message}".strip()
+    return mask_url_credentials(str(exc) or type(exc).__name__)
 
 
 def _raise_for_status(

@@ -82,6 +82,9 @@ class FakeDingTalk:
         self.answer_pings = True  # False: a half-dead link that never answers websocket pings
 
         self._gateway_available = True
+        self.tickets_issued: list[str] = []
+        self.refused_handshakes = 0
+        self.handshake_refusal: int | None = None  # an HTTP status: every handshake fails
         self._tickets: set[str] = set()
         self._tokens: set[str] = set()
         self._conns: list[_Conn] = []
@@ -154,7 +157,7 @@ class FakeDingTalk:
 
     def fail_next(self, route: str, status: int, body: dict[str, Any] | None = None) -> None:
         """Answer the next request on `route` (group, oto, session_webhook, custom_webhook,
-        token, open) with `status` and `body`."""
+        token, open, connect: the websocket handshake) with `status` and `body`."""
         payload = body if body is not None else {"code": "ServiceUnavailable", "message": "fake"}
         self._failures.setdefault(route, []).append((status, payload))
 
@@ -354,14 +357,27 @@ class FakeDingTalk:
             )
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
+        self.tickets_issued.append(ticket)
         return web.json_response(
             {"endpoint": f"ws://127.0.0.1:{self._port}/connect", "ticket": ticket}
         )
 
     async def _connect(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
-        if not self._gateway_available or ticket not in self._tickets:
-            return web.json_response({"code": "InvalidTicket", "message": "bad ticket"}, status=401)
+        failure = self._injected("connect")
+        if failure is None and self.handshake_refusal is not None:
+            failure = web.json_response(
+                {"code": "Forbidden", "message": "connection refused"},
+                status=self.handshake_refusal,
+            )
+        if failure is None and (not self._gateway_available or ticket not in self._tickets):
+            failure = web.json_response(
+                {"code": "InvalidTicket", "message": "bad ticket"}, status=401
+            )
+        if failure is not None:
+            self.refused_handshakes += 1
+            await self.notify()
+            return failure
         self._tickets.discard(ticket)
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
