@@ -10,8 +10,9 @@ Speaks the wire format the dingtalk-stream SDK and the OpenAPI docs describe:
 * `POST /v1.0/oauth2/accessToken` {appKey, appSecret} -> {accessToken, expireIn}.
 * `POST /v1.0/robot/groupMessages/send` / `oToMessages/batchSend` with header
   `x-acs-dingtalk-access-token`; 401 {code: InvalidAuthentication, message, requestid}.
-* sessionWebhook and custom robot webhook: {msgtype: markdown, markdown: {title, text}}
-  -> {errcode: 0, errmsg: "ok"}.
+* sessionWebhook (`/robot/sendBySession?session=…`, as DingTalk hands it out on
+  oapi.dingtalk.com) and custom robot webhook (`/robot/send?access_token=…`):
+  {msgtype: markdown, markdown: {title, text}} -> {errcode: 0, errmsg: "ok"}.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class FakeDingTalk:
         app.router.add_post("/v1.0/oauth2/accessToken", self._token)
         app.router.add_post("/v1.0/robot/groupMessages/send", self._group_send)
         app.router.add_post("/v1.0/robot/oToMessages/batchSend", self._oto_send)
-        app.router.add_post("/robot/sendBySession/{session}", self._session_send)
+        app.router.add_post("/robot/sendBySession", self._session_send)
         app.router.add_post("/robot/send", self._custom_send)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -193,7 +194,8 @@ class FakeDingTalk:
             "senderCorpId": "dingcorp",
             "conversationType": conversation_type,
             "senderId": sender_id or f"$:LWCP_v1:${sender_staff_id}",
-            "sessionWebhook": f"{self.url}/robot/sendBySession/{session}",
+            # DingTalk's shape: https://oapi.dingtalk.com/robot/sendBySession?session=…
+            "sessionWebhook": f"{self.url}/robot/sendBySession?session={session}",
             "robotCode": self.robot_code,
             "msgtype": msgtype,
         }
@@ -486,7 +488,7 @@ class FakeDingTalk:
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def _session_send(self, request: web.Request) -> web.Response:
-        expires = self._sessions.get(request.match_info["session"])
+        expires = self._sessions.get(request.query.get("session", ""))
         if expires is None or expires < time.time() * 1000:
             return web.json_response({"errcode": 300001, "errmsg": "session is expired"})
         return await self._webhook_send(request, "session_webhook")
