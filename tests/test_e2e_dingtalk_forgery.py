@@ -14,6 +14,7 @@ import pytest
 
 from agent.chats.base import ProviderState
 from agent.chats.dingtalk_webhook import sign
+from agent.core import access
 from agent.store import queries
 from tests.conftest import RunningAgent, agent_environment, run_agent
 from tests.fakes.dingtalk import FakeDingTalk
@@ -131,3 +132,27 @@ async def test_a_replayed_signature_is_refused(
             assert answer.status_code == 200
         await poco.wait_for(lambda p: len(p.tasks_posted) == 1, 10)
     assert [t["prompt"] for t in poco.tasks_posted] == ["real task"]
+
+
+async def test_a_refused_chat_gets_its_code_but_its_route_is_not_kept(
+    dingtalk_api: FakeDingTalk, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, dingtalk=dingtalk_api, poco=poco, IM_ACCESS_POLICY="pairing")
+    async with run_agent(env):
+        await dingtalk_api.wait_for(lambda: dingtalk_api.open_connections >= 1, 10)
+        await dingtalk_api.push_message(CHAT, "/help", sender_staff_id="staff-x")
+        await dingtalk_api.wait_for(lambda: len(dingtalk_api.sent) == 1, 10)
+        # The code went back over that message's own sessionWebhook...
+        assert dingtalk_api.sent[0].route == "session_webhook"
+        assert "Pairing code" in texts(dingtalk_api)[0]
+        # ...which the chat does not keep: a later notice cannot go to where it pointed.
+        channel = queries.find_channel("dingtalk", CHAT)
+        assert channel is not None and json.loads(channel.route) == {}
+
+        pairing = access.pending_pairings()[0]
+        assert access.approve(pairing.code, "en") is not None
+        await dingtalk_api.push_message(CHAT, "/help", sender_staff_id="staff-x")
+        await dingtalk_api.wait_for(lambda: any("/new" in t for t in texts(dingtalk_api)), 15)
+        channel = queries.find_channel("dingtalk", CHAT)
+        assert channel is not None
+        assert json.loads(channel.route)["sender_staff_id"] == "staff-x"

@@ -93,7 +93,7 @@ class Delivery:
     ) -> bool:
         """Try one row; True when the chat may go on with its next row."""
         try:
-            chat = queries.chat_ref(channel)
+            chat = queries.chat_ref(channel, row)
             message = queries.outbox_message(row)
             message = dataclasses.replace(message, text=self._masker.mask(message.text))
             if row.kind == "edit":

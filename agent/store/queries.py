@@ -40,17 +40,26 @@ def set_meta(key: str, value: str) -> None:
 
 
 def channel_for(message: InboundMessage) -> Channel:
-    """The channel of an inbound message, created on first sight; its route kept current."""
-    channel = find_channel(message.provider, message.chat_id) or _create_channel(
+    """The channel of an inbound message, created on first sight.
+
+    Its route is not taken from here: only a message that access control let in may set
+    where the chat's notifications go (`keep_route`)."""
+    return find_channel(message.provider, message.chat_id) or _create_channel(
         message.provider, message.chat_id, is_group=message.is_group, title=message.sender_name
     )
-    if message.route:
-        route = json.dumps(message.route, sort_keys=True)
-        if route != channel.route or channel.is_group != message.is_group:
-            channel.route = route
-            channel.is_group = message.is_group
-            channel.save()
-    return channel
+
+
+def keep_route(channel: Channel, message: InboundMessage) -> None:
+    """An admitted message: its delivery data becomes the chat's (e.g. a fresh sessionWebhook)."""
+    if not message.route:
+        return
+    route = json.dumps(message.route, sort_keys=True)
+    if route != channel.route or channel.is_group != message.is_group:
+        channel.route, channel.is_group = route, message.is_group
+        # Only these two fields: the object may be older than an approval made meanwhile.
+        Channel.update(route=route, is_group=message.is_group).where(
+            Channel.id == channel.id
+        ).execute()
 
 
 def find_channel(provider: str, chat_id: str) -> Channel | None:
@@ -131,8 +140,11 @@ def _merge_channel(old: Channel, new: Channel) -> None:
     old.delete_instance()  # cascades to whatever stayed behind
 
 
-def chat_ref(channel: Channel) -> ChatRef:
+def chat_ref(channel: Channel, row: Outbox | None = None) -> ChatRef:
+    """Where to deliver; a row's own route (a reply to a refused chat) comes first."""
     route: dict[str, Any] = json.loads(channel.route or "{}")
+    if row is not None:
+        route.update(outbox_payload(row).get("route") or {})
     return ChatRef(channel.provider, channel.chat_id, channel.is_group, route)
 
 
@@ -305,9 +317,14 @@ def enqueue(
     dedup_key: str | None = None,
     kind: str = "message",
     extra: dict[str, Any] | None = None,
+    route: dict[str, Any] | None = None,
 ) -> Outbox | None:
-    """Queue a message for a chat; None if `dedup_key` was already queued for it."""
+    """Queue a message for a chat; None if `dedup_key` was already queued for it.
+
+    `route` goes with this row only (a reply to a refused chat, whose route is not kept)."""
     payload = {"message": message.to_dict(), **(extra or {})}
+    if route:
+        payload["route"] = route
     try:
         with database_proxy.atomic():
             return Outbox.create(
@@ -317,9 +334,11 @@ def enqueue(
         return None
 
 
-def enqueue_many(channel: Channel, messages: Iterable[OutboundMessage]) -> None:
+def enqueue_many(
+    channel: Channel, messages: Iterable[OutboundMessage], *, route: dict[str, Any] | None = None
+) -> None:
     for message in messages:
-        enqueue(channel, message)
+        enqueue(channel, message, route=route)
 
 
 def outbox_heads() -> list[Outbox]:
