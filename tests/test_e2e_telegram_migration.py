@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.config import build_settings
 from agent.store import db, queries
-from agent.store.models import Channel
+from agent.store.models import Channel, Outbox
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
@@ -25,6 +27,12 @@ async def say(fake: FakeTelegram, chat_id: int, text: str) -> str:
     fake.inject_message(chat_id, text, chat_type="group" if chat_id == GROUP else None)
     await fake.wait_for(lambda f: len(texts_to(f, chat_id)) > before, timeout=10)
     return texts_to(fake, chat_id)[-1]
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 def approve_group(env: dict[str, str]) -> None:
@@ -70,3 +78,15 @@ async def test_upgraded_group_keeps_its_session_and_queue(
         assert queries.find_channel("telegram", str(GROUP)) == channel
         assert queries.bound_session(channel) == session_id
         assert session_id in queries.watched_session_ids(channel)
+
+
+async def test_a_move_to_the_same_id_gives_up_instead_of_looping(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    telegram_api.migrated_chats[GROUP] = GROUP  # a broken answer: "moved" to itself
+    async with run_agent(env):
+        telegram_api.inject_message(GROUP, "/help", chat_type="group")
+        await eventually(lambda: Outbox.select().where(Outbox.status == "failed").exists())
+    sends = [c for c in telegram_api.calls if c[0] == "sendMessage"]
+    assert len(sends) == 1

@@ -116,6 +116,9 @@ class Delivery:
         except ChatMoved as exc:
             # The chat lives on under a new id: move it, and the rescan sends there.
             log.info("%s moved to %s: %s", channel.address, exc.new_chat_id, exc)
+            if exc.new_chat_id == channel.chat_id:  # nowhere to go: do not loop
+                queries.mark_failed(row, str(exc))
+                return True
             queries.migrate_channel(channel.provider, channel.chat_id, exc.new_chat_id)
             return False
         except PermanentDeliveryError as exc:
