@@ -14,6 +14,18 @@ MAX_BYTES = 2_000_000
 BACKUPS = 5
 # Telegram tokens also hide inside URLs (`/bot<token>/getUpdates`) that libraries log.
 _TELEGRAM_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
+# Credentials that are not configured but handed out at run time travel in URL queries:
+# DingTalk's Stream `?ticket=`, a sessionWebhook's `?session=`, a robot's `?access_token=`.
+# Library errors quote such URLs (aiohttp's handshake and timeout errors do).
+_URL_CREDENTIAL = re.compile(
+    r"([?&](?:ticket|session|access_?token|token|sign|signature|secret)=)[^&#\s'\"<>]+",
+    re.IGNORECASE,
+)
+
+
+def mask_url_credentials(text: str) -> str:
+    """`…?ticket=abc&x=1` → `…?ticket=****&x=1`, for every credential-like query value."""
+    return _URL_CREDENTIAL.sub(r"\1****", text)
 
 
 class SecretFilter(logging.Filter):
@@ -24,7 +36,7 @@ class SecretFilter(logging.Filter):
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "****")
-        return _TELEGRAM_TOKEN.sub("****", text)
+        return mask_url_credentials(_TELEGRAM_TOKEN.sub("****", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

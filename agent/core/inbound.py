@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
@@ -85,9 +86,12 @@ class InboundDispatcher:
         message = queries.inbound_message(row)
         channel = self._channel(message)
         decision = self.access.decide(channel)
+        route: dict[str, Any] = {}
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
+            route = message.route  # a refused chat's route is never kept: its reply carries it
         else:
+            queries.keep_route(channel, message)
             queries.mark_inbound(row, "started")
             try:
                 replies = await self.handlers.handle(message, channel)
@@ -96,7 +100,7 @@ class InboundDispatcher:
                 log.exception("handling %s failed", row.key)
                 replies = [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
         with database_proxy.atomic():
-            queries.enqueue_many(channel, replies)
+            queries.enqueue_many(channel, replies, route=route)
             queries.mark_inbound(row, "done")
         self.handled += 1
         if replies:
