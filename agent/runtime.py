@@ -99,7 +99,7 @@ class Runtime:
                 f"{settings.config_file} or the environment; `poco-im-agent config init` writes "
                 "a template there.",
             )
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        paths.private_dir(settings.data_dir)  # chat texts, webhooks, pairing codes
         lock = acquire_instance_lock(str(paths.lock_file(settings.data_dir)))
         try:
             db.open_database(settings.database_path)

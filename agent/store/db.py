@@ -7,6 +7,7 @@ from pathlib import Path
 
 import peewee
 
+from agent import paths
 from agent.errors import StoreError
 from agent.store.models import ALL_MODELS, Inbound, Meta, Outbox, database_proxy
 
@@ -17,12 +18,14 @@ RETENTION_SECONDS = 7 * 24 * 3600
 
 # Each entry upgrades the schema from version N-1 to N. Version 1 is the initial schema.
 MIGRATIONS: dict[int, str] = {}
+# SQLite's companions of the database file, holding the same data.
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
 def open_database(path: Path) -> peewee.SqliteDatabase:
     """Open (creating if needed) the store at `path` and bind the models to it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_files(path)
         db = peewee.SqliteDatabase(
             str(path),
             pragmas={
@@ -38,9 +41,18 @@ def open_database(path: Path) -> peewee.SqliteDatabase:
         database_proxy.initialize(db)
         db.connect(reuse_if_open=True)
         _migrate(db)
-    except peewee.PeeweeException as exc:
+    except (peewee.PeeweeException, OSError) as exc:
         raise StoreError(f"cannot open the database {path}: {exc}") from exc
     return db
+
+
+def _private_files(path: Path) -> None:
+    """The database and its companions are the owner's only: SQLite gives the -wal and
+    -shm files the mode of the database file, so that one is created 0600 first."""
+    paths.private_dir(path.parent, tighten=False)  # IM_DATABASE_URL may name a shared dir
+    paths.create_private_file(path)
+    for suffix in COMPANION_SUFFIXES:
+        paths.private_file(path.with_name(path.name + suffix))
 
 
 def _migrate(db: peewee.SqliteDatabase) -> None:
