@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,28 @@ def test_prune_removes_only_old_finished_rows(store: Path) -> None:
     assert db.prune(now=later) == 2
     assert [r.key for r in Inbound.select()] == ["telegram:2"]
     assert [queries.outbox_message(r).text for r in Outbox.select()] == ["still pending"]
+
+
+SYNCHRONOUS = re.compile(r"PRAGMA synchronous\s*=\s*(\w+)", re.IGNORECASE)
+
+
+def test_the_journal_commit_survives_power_loss(store: Path) -> None:
+    """The platform is told "received" once `record_inbound` returns: that commit must be
+    synced (synchronous=FULL in WAL mode), not only written (NORMAL)."""
+    connection = db.database_proxy.connection()
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        queries.record_inbound([message("telegram:1")])
+    finally:
+        connection.set_trace_callback(None)
+    level, levels_at_commit, journal_written = "NORMAL", [], False
+    for sql in statements:
+        if match := SYNCHRONOUS.search(sql):
+            level = match.group(1).upper()
+        journal_written = journal_written or "INTO inbound" in sql
+        if sql.strip().upper() == "COMMIT" and journal_written:
+            levels_at_commit.append(level)
+    assert levels_at_commit and levels_at_commit[0] in {"FULL", "2", "EXTRA", "3"}
+    # Other writes (outbox bookkeeping, cursors) stay cheap.
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL

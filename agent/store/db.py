@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import peewee
@@ -31,7 +33,8 @@ def open_database(path: Path) -> peewee.SqliteDatabase:
             pragmas={
                 "journal_mode": "wal",
                 # NORMAL in WAL mode survives a process crash (kill -9); only power loss
-                # can drop the last transactions.
+                # can drop the last transactions (see durable_transaction for the ones
+                # that must survive it).
                 "synchronous": "normal",
                 "foreign_keys": 1,
                 "busy_timeout": 5000,
@@ -53,6 +56,22 @@ def _private_files(path: Path) -> None:
     paths.create_private_file(path)
     for suffix in COMPANION_SUFFIXES:
         paths.private_file(path.with_name(path.name + suffix))
+
+
+@contextlib.contextmanager
+def durable_transaction() -> Iterator[None]:
+    """A transaction that survives power loss, for a commit a platform is told about.
+
+    synchronous=FULL syncs the WAL at this commit; the other commits stay NORMAL (safe
+    against a crash of the process, cheaper). SQLite refuses to change it inside a
+    transaction, so this one must not be nested.
+    """
+    database_proxy.execute_sql("PRAGMA synchronous = FULL")
+    try:
+        with database_proxy.atomic():
+            yield
+    finally:
+        database_proxy.execute_sql("PRAGMA synchronous = NORMAL")
 
 
 def _migrate(db: peewee.SqliteDatabase) -> None:

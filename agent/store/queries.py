@@ -10,6 +10,7 @@ from typing import Any
 import peewee
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage
+from agent.store.db import durable_transaction
 from agent.store.models import (
     Binding,
     Channel,
@@ -72,12 +73,13 @@ def chat_ref(channel: Channel) -> ChatRef:
 def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
     """Persist new messages in one transaction; already-journaled keys are skipped.
 
+    The platform is told "received" after this: the commit must survive power loss.
     Plain SQL: this runs for every inbound message, and peewee's query building would
     cost more than SQLite itself.
     """
     created: list[Inbound] = []
     now = time.time()
-    with database_proxy.atomic():
+    with durable_transaction():
         for message in messages:
             payload = json.dumps(message.to_dict())
             cursor = database_proxy.execute_sql(
