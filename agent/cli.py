@@ -168,8 +168,10 @@ def _pair(settings: Settings, args: argparse.Namespace) -> int:
                     f"pending  {pairing.code}  {pairing.provider}:{pairing.chat_id}  "
                     f"{pairing.title}"
                 )
+            by_allowlist = access.allowlist_grants()
             for channel in access.allowed_channels():
-                print(f"allowed  {channel.address}  {channel.title}")
+                source = "  (IM_ALLOWLIST)" if channel.address in by_allowlist else ""
+                print(f"allowed  {channel.address}  {channel.title}{source}")
             return EXIT_OK
         if args.pair_command == "approve":
             approved = access.approve(args.code, settings.lang)
@@ -181,13 +183,29 @@ def _pair(settings: Settings, args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             print(f"approved {approved.address}")
             return EXIT_OK
-        if access.revoke(args.chat):
-            print(f"revoked {args.chat}")
-            return EXIT_OK
-        print(f"{args.chat} was not allowed", file=sys.stderr)
-        return EXIT_FAILED
+        return _revoke(settings, args.chat)
     finally:
         db.close_database()
+
+
+def _revoke(settings: Settings, address: str) -> int:
+    """Forbid a chat; a running agent sees it before its next decision (it reads the store)."""
+    from agent.core import access
+
+    dropped = access.revoke(address)
+    if dropped is None:
+        print(f"{address} was not allowed", file=sys.stderr)
+    else:
+        print(f"revoked {address}; dropped {dropped}")
+    if address in settings.allowlist:
+        print(
+            f"note: {address} is in IM_ALLOWLIST: remove it there, or it is allowed again "
+            "at the next start",
+            file=sys.stderr,
+        )
+    if settings.access_policy == "open":
+        print("note: IM_ACCESS_POLICY=open lets every chat in", file=sys.stderr)
+    return EXIT_FAILED if dropped is None else EXIT_OK
 
 
 def _config_path(env_file: Path | None) -> int:

@@ -163,6 +163,7 @@ class Runtime:
             backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
         )
         access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
+        access.apply_at_start()  # before the first message is decided or notification sent
         if settings.access_policy == "open":
             log.warning(
                 "IM_ACCESS_POLICY=open: anyone who finds the bot can run tasks on %s",

@@ -22,6 +22,10 @@ RETENTION_SECONDS = 7 * 24 * 3600
 MIGRATIONS: dict[int, str] = {}
 # SQLite's companions of the database file, holding the same data.
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+# A transaction that reads before it writes takes the write lock first: begun deferred,
+# it fails at once ("database is locked", no busy wait) when another process wrote since
+# its read, e.g. `pair revoke` while the agent runs.
+WRITE_AT_ONCE = "IMMEDIATE"
 
 
 def open_database(path: Path) -> peewee.SqliteDatabase:
@@ -74,8 +78,18 @@ def durable_transaction() -> Iterator[None]:
         database_proxy.execute_sql("PRAGMA synchronous = NORMAL")
 
 
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """The store's failures that may pass (locked by another process, busy, I/O error,
+    disk full) as StoreError, so `core` catches only ours."""
+    try:
+        yield
+    except peewee.OperationalError as exc:
+        raise StoreError(f"the database failed: {exc}") from exc
+
+
 def _migrate(db: peewee.SqliteDatabase) -> None:
-    with db.atomic():
+    with db.atomic(WRITE_AT_ONCE):
         db.create_tables(ALL_MODELS, safe=True)
         row = Meta.get_or_none(Meta.key == "schema_version")
         version = int(row.value) if row else 0
