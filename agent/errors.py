@@ -3,7 +3,7 @@
     AgentError
     ├── ConfigError          a bad configuration value (names the variable and the fix)
     ├── InstanceLockedError  another instance already runs on this data dir
-    ├── StoreError           the local database cannot be opened or migrated
+    ├── StoreError           the local database cannot be opened, migrated or written
     ├── BackendError         the Poco backend failed or refused
     │   ├── BackendUnavailable   network error, timeout, 5xx: retry later
     │   ├── BackendUnauthorized  401: BACKEND_INTERNAL_TOKEN missing or wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,28 @@ def test_a_journaled_move_is_applied_not_handled(store: Path) -> None:
     channel = queries.find_channel("telegram", "-100400")
     assert channel is not None and channel.id == channel_id
     assert queries.bound_session(channel) == "s-bound"
+
+
+SYNCHRONOUS = re.compile(r"PRAGMA synchronous\s*=\s*(\w+)", re.IGNORECASE)
+
+
+def test_the_journal_commit_survives_power_loss(store: Path) -> None:
+    """The platform is told "received" once `record_inbound` returns: that commit must be
+    synced (synchronous=FULL in WAL mode), not only written (NORMAL)."""
+    connection = db.database_proxy.connection()
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        queries.record_inbound([message("telegram:1")])
+    finally:
+        connection.set_trace_callback(None)
+    level, levels_at_commit, journal_written = "NORMAL", [], False
+    for sql in statements:
+        if match := SYNCHRONOUS.search(sql):
+            level = match.group(1).upper()
+        journal_written = journal_written or "INTO inbound" in sql
+        if sql.strip().upper() == "COMMIT" and journal_written:
+            levels_at_commit.append(level)
+    assert levels_at_commit and levels_at_commit[0] in {"FULL", "2", "EXTRA", "3"}
+    # Other writes (outbox bookkeeping, cursors) stay cheap.
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL

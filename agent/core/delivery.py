@@ -19,7 +19,7 @@ from agent.chats.base import ChatProvider
 from agent.errors import ChatMoved, PermanentDeliveryError, ProviderConflict, RetryLater
 from agent.logs import SecretFilter
 from agent.retry import Backoff
-from agent.store import queries
+from agent.store import allowed, queries
 from agent.store.models import Channel, Outbox
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class Delivery:
             while (row := queries.outbox_head(channel.id)) is not None:
                 if row.next_attempt_at > time.time():
                     break
+                if not allowed.may_deliver(row):  # access, read fresh: revoked since queued
+                    allowed.drop(row)
+                    continue
                 if not await self._deliver(row, channel, provider, backoff):
                     break
         finally:

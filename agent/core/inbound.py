@@ -4,28 +4,41 @@ Providers hand messages to `InboundDispatcher.accept`, which persists them (dedu
 key) before returning, so the provider may then confirm them to the platform. A message
 whose handling was interrupted by a crash (journal row left `started`) is not run again
 (it may already have reached the backend); the chat is told so instead.
+
+A store write that fails (the database locked by another process, disk full) is retried,
+and the chat's later messages wait behind it, while the agent runs. Access is read from
+the store for each message: `pair approve/revoke` in another shell counts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeVar
 
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
-from agent.core.access import AccessPolicy
+from agent.core.access import AccessPolicy, Decision
 from agent.core.handlers import Handlers
-from agent.store import queries
+from agent.errors import StoreError
+from agent.retry import Backoff, sleep_or_stop
+from agent.store import allowed, queries
+from agent.store.db import WRITE_AT_ONCE, store_errors
 from agent.store.models import Channel, Inbound, database_proxy
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 STOP_GRACE_SECONDS = 10.0
-# Channels are re-read this often, so `pair approve/revoke` from another shell takes effect.
-CHANNEL_CACHE_SECONDS = 5.0
+# A failed store write is retried after this long, growing up to the maximum.
+STORE_RETRY_SECONDS = 0.2
+STORE_RETRY_MAX_SECONDS = 10.0
+
+
+class _Stopping(Exception):
+    """The agent stops while a store write still fails: the row stays for the next start."""
 
 
 class InboundDispatcher:
@@ -41,8 +54,7 @@ class InboundDispatcher:
         self._queues: dict[tuple[str, str], asyncio.Queue[Inbound]] = {}
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.handled = 0
-        self._channels: dict[tuple[str, str], tuple[Channel, float]] = {}
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
         """The providers' sink: durable once this returns."""
@@ -62,59 +74,88 @@ class InboundDispatcher:
         if queue is None:
             queue = self._queues[chat] = asyncio.Queue()
         queue.put_nowait(row)
-        if chat not in self._workers and not self._stopping:
+        if chat not in self._workers and not self._stopping.is_set():
             self._workers[chat] = asyncio.create_task(self._work(chat, queue), name=f"chat {chat}")
 
     async def _work(self, chat: tuple[str, str], queue: asyncio.Queue[Inbound]) -> None:
         try:
-            while not queue.empty() and not self._stopping:
+            while not queue.empty() and not self._stopping.is_set():
                 row = queue.get_nowait()
                 try:
                     await self._handle(row)
+                except _Stopping:
+                    break
                 except Exception:
-                    # E.g. the store failed: the row stays in the journal for the next start.
+                    # A bug: the row stays in the journal for the next start.
                     log.exception("inbound %s could not be handled", row.key)
         finally:
             # Idle chats cost nothing: the worker ends and the next message starts a new one.
             del self._workers[chat]
-            if queue.empty() or self._stopping:
+            if queue.empty() or self._stopping.is_set():
                 self._queues.pop(chat, None)
             else:
                 self._workers[chat] = asyncio.create_task(self._work(chat, queue))
 
     async def _handle(self, row: Inbound) -> None:
+        """Admit (retried), run the handler (once), record the outcome (retried)."""
         message = queries.inbound_message(row)
-        channel = self._channel(message)
-        decision = self.access.decide(channel)
-        route: dict[str, Any] = {}
+        channel, decision = await self._retrying(row, lambda: self._admit(row, message))
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
-            route = message.route  # a refused chat's route is never kept: its reply carries it
         else:
-            queries.keep_route(channel, message)
-            queries.mark_inbound(row, "started")
             try:
                 replies = await self.handlers.handle(message, channel)
             except Exception:
                 # A bug must not kill the chat's worker; the trace goes to the log only.
                 log.exception("handling %s failed", row.key)
                 replies = [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
-        with database_proxy.atomic():
-            queries.enqueue_many(channel, replies, route=route)
-            queries.mark_inbound(row, "done")
+        await self._retrying(row, lambda: self._finish(row, message, channel, decision, replies))
         self.handled += 1
         if replies:
             self.wake_delivery()
 
-    def _channel(self, message: InboundMessage) -> Channel:
-        chat = (message.provider, message.chat_id)
-        cached = self._channels.get(chat)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now and not message.route:
-            return cached[0]
+    def _admit(self, row: Inbound, message: InboundMessage) -> tuple[Channel, Decision]:
+        # The channel is read fresh: another process may have approved or revoked it.
         channel = queries.channel_for(message)
-        self._channels[chat] = (channel, now + CHANNEL_CACHE_SECONDS)
-        return channel
+        decision = self.access.decide(channel)
+        if decision.allowed:
+            queries.keep_route(channel, message)
+            queries.mark_inbound(row, "started")
+        return channel, decision
+
+    def _finish(
+        self,
+        row: Inbound,
+        message: InboundMessage,
+        channel: Channel,
+        decision: Decision,
+        replies: list[OutboundMessage],
+    ) -> None:
+        with database_proxy.atomic(WRITE_AT_ONCE):
+            if not decision.allowed:
+                # A refused chat's route is never kept: its reply carries the message's own.
+                extra = {allowed.ACCESS_REPLY: True}
+                for reply in replies:
+                    queries.enqueue(channel, reply, extra=extra, route=message.route)
+            else:
+                queries.enqueue_many(channel, replies)
+                if not allowed.channel_allowed(channel.id):
+                    # Revoked while its handler ran: what the handler bound goes too.
+                    allowed.cut_off(channel)
+            queries.mark_inbound(row, "done")
+
+    async def _retrying(self, row: Inbound, write: Callable[[], T]) -> T:
+        """Run a store step until it succeeds; the chat's next messages wait behind it."""
+        backoff = Backoff(STORE_RETRY_SECONDS, STORE_RETRY_MAX_SECONDS)
+        while True:
+            try:
+                with store_errors():
+                    return write()
+            except StoreError as exc:
+                delay = backoff.next_delay()
+                log.warning("inbound %s: %s; retrying in %.1fs", row.key, exc, delay)
+            if await sleep_or_stop(delay, self._stopping):
+                raise _Stopping
 
     def _report_in_doubt(self, row: Inbound) -> None:
         message = queries.inbound_message(row)
@@ -134,7 +175,7 @@ class InboundDispatcher:
 
     async def stop(self) -> None:
         """Let running handlers finish (bounded); unstarted rows stay for the next start."""
-        self._stopping = True
+        self._stopping.set()
         workers = list(self._workers.values())
         if not workers:
             return

@@ -10,6 +10,8 @@ from typing import Any
 import peewee
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage
+from agent.store.allowed import open_access
+from agent.store.db import durable_transaction
 from agent.store.models import (
     Binding,
     Channel,
@@ -39,11 +41,35 @@ def set_meta(key: str, value: str) -> None:
 # --- channels ---
 
 
+_CHANNEL_FIELDS = (
+    "id",
+    "provider",
+    "chat_id",
+    "title",
+    "is_group",
+    "allowed",
+    "created_at",
+    "route",
+)
+
+
 def channel_for(message: InboundMessage) -> Channel:
     """The channel of an inbound message, created on first sight.
 
-    Its route is not taken from here: only a message that access control let in may set
-    where the chat's notifications go (`keep_route`)."""
+    Read afresh for every message (access may have changed in another process), so in
+    plain SQL: peewee's query building would cost more than SQLite itself. Its route is
+    not taken from here: only a message that access control let in may set where the
+    chat's notifications go (`keep_route`).
+    """
+    row = database_proxy.execute_sql(
+        f"SELECT {', '.join(_CHANNEL_FIELDS)} FROM channel WHERE provider = ? AND chat_id = ?",  # noqa: S608
+        (message.provider, message.chat_id),
+    ).fetchone()
+    if row is not None:
+        values = dict(zip(_CHANNEL_FIELDS, row, strict=True))
+        values["is_group"], values["allowed"] = bool(values["is_group"]), bool(values["allowed"])
+        return Channel(**values)
+    # Not under this id: maybe under the id it had before it moved, else a new chat.
     return find_channel(message.provider, message.chat_id) or _create_channel(
         message.provider, message.chat_id, is_group=message.is_group, title=message.sender_name
     )
@@ -154,12 +180,13 @@ def chat_ref(channel: Channel, row: Outbox | None = None) -> ChatRef:
 def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
     """Persist new messages in one transaction; already-journaled keys are skipped.
 
+    The platform is told "received" after this: the commit must survive power loss.
     Plain SQL: this runs for every inbound message, and peewee's query building would
     cost more than SQLite itself.
     """
     created: list[Inbound] = []
     now = time.time()
-    with database_proxy.atomic():
+    with durable_transaction():
         for message in messages:
             payload = json.dumps(message.to_dict())
             if message.moved_to:
@@ -268,12 +295,11 @@ def watched_session_ids(channel: Channel) -> set[str]:
 
 
 def watches_of(session_id: str) -> list[Watch]:
-    return list(
-        Watch.select(Watch, Channel)
-        .join(Channel)
-        .where(Watch.session_id == session_id)
-        .order_by(Watch.id)
-    )
+    """The session's watches by chats allowed now (a revoked chat is told nothing)."""
+    query = Watch.select(Watch, Channel).join(Channel).where(Watch.session_id == session_id)
+    if not open_access():
+        query = query.where(Channel.allowed)
+    return list(query.order_by(Watch.id))
 
 
 def has_new_watcher(session_id: str) -> bool:
@@ -299,12 +325,13 @@ def forget_session(session_id: str) -> None:
 
 
 def channels_bound_to_runs(run_statuses: Iterable[str]) -> list[Channel]:
-    return list(
+    query = (
         Channel.select()
         .join(Binding)
         .join(TrackedSession, on=(Binding.session_id == TrackedSession.session_id))
         .where(TrackedSession.latest_run_status.in_(list(run_statuses)))
     )
+    return list(query if open_access() else query.where(Channel.allowed))
 
 
 # --- outbox ---
