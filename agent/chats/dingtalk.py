@@ -37,13 +37,14 @@ from agent.chats.base import (
     InboundMessage,
     InboundSink,
     OutboundMessage,
+    PartsSent,
     ProviderState,
     ProviderStatus,
 )
 from agent.chats.text import DINGTALK_TEXT_LIMIT, split_text
 from agent.config import DingTalkSettings
 from agent.errors import DeliveryError, PermanentDeliveryError, RetryLater
-from agent.retry import Backoff, sleep_or_stop
+from agent.retry import Backoff, Restartable, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class DingTalkProvider:
         self._token = ""
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
+        self._link = Restartable()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -158,7 +160,10 @@ class DingTalkProvider:
                 # After a failure the ERROR detail stays visible until a connection succeeds.
                 self.status.set(ProviderState.CONNECTING)
             try:
-                await self._connect_once(sink)
+                finished, _ = await self._link.run(lambda: self._connect_once(sink))
+                if not finished:
+                    log.info("DingTalk stream reconnecting now (after a wake)")
+                    continue
             except _Reconnect:
                 log.info("DingTalk gateway asked to reconnect")
                 continue
@@ -274,9 +279,17 @@ class DingTalkProvider:
 
     # -- outbound ------------------------------------------------------------------------
 
-    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+    async def send(
+        self,
+        chat: ChatRef,
+        message: OutboundMessage,
+        *,
+        first_part: int = 0,
+        on_part: PartsSent | None = None,
+    ) -> str:
         sent_id = ""
-        for index, part in enumerate(split_text(message.text, TEXT_LIMIT)):
+        parts = split_text(message.text, TEXT_LIMIT)
+        for index, part in enumerate(parts):
             if index < first_part:
                 continue  # delivered by an earlier attempt
             try:
@@ -284,6 +297,8 @@ class DingTalkProvider:
             except RetryLater as exc:
                 exc.parts_sent = index
                 raise
+            if on_part is not None and index + 1 < len(parts):
+                await on_part(index + 1)
         return sent_id
 
     async def _send_part(self, chat: ChatRef, title: str, text: str) -> str:
@@ -400,6 +415,10 @@ class DingTalkProvider:
         except ValueError:
             data = {"message": text[:200]}
         return status, data if isinstance(data, dict) else {}, retry_after
+
+    async def reconnect(self) -> None:
+        """After a wake the websocket is likely dead: drop it and connect again now."""
+        self._link.restart()
 
     # -- no-ops --------------------------------------------------------------------------
 
