@@ -25,7 +25,7 @@ from agent.core.notifier import Notifier
 from agent.errors import AgentError, ConfigError, InstanceLockedError
 from agent.retry import Backoff, sleep_or_stop
 from agent.status import AgentStatus
-from agent.store import db, queries
+from agent.store import db, queries, writes
 from agent.store.models import Channel
 from agent.web import LocalServer, WebhookReceiver
 
@@ -102,7 +102,10 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         lock = acquire_instance_lock(str(paths.lock_file(settings.data_dir)))
         try:
-            db.open_database(settings.database_path)
+            database = db.open_database(settings.database_path)
+            # This connection runs on the event loop: a lock held elsewhere must not freeze
+            # it for seconds; the writes that must happen retry (store.writes).
+            database.pragma("busy_timeout", writes.LOOP_BUSY_TIMEOUT_MS, permanent=True)
             await self._run_open(on_ready)
         finally:
             db.close_database()

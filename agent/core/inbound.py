@@ -9,6 +9,7 @@ whose handling was interrupted by a crash (journal row left `started`) is not ru
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +18,15 @@ from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
 from agent.core.access import AccessPolicy
 from agent.core.handlers import Handlers
-from agent.store import queries
+from agent.store import queries, writes
 from agent.store.models import Channel, Inbound, database_proxy
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 10.0
+# A journal write waits this long for a lock held elsewhere; then the provider is told it
+# failed and leaves the messages unconfirmed (its platform delivers them again).
+JOURNAL_WAIT_SECONDS = 10.0
 # Channels are re-read this often, so `pair approve/revoke` from another shell takes effect.
 CHANNEL_CACHE_SECONDS = 5.0
 
@@ -45,7 +49,9 @@ class InboundDispatcher:
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
         """The providers' sink: durable once this returns."""
-        for row in queries.record_inbound(messages):
+        record = functools.partial(queries.record_inbound, messages)
+        journaled = "journaling inbound messages"
+        for row in await writes.write(record, journaled, give_up_after=JOURNAL_WAIT_SECONDS):
             self._schedule(row)
 
     def resume(self) -> None:
@@ -88,19 +94,25 @@ class InboundDispatcher:
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
         else:
-            queries.mark_inbound(row, "started")
+            started = functools.partial(queries.mark_inbound, row, "started")
+            await writes.write(started, f"marking {row.key} started")
             try:
                 replies = await self.handlers.handle(message, channel)
             except Exception:
                 # A bug must not kill the chat's worker; the trace goes to the log only.
                 log.exception("handling %s failed", row.key)
                 replies = [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
-        with database_proxy.atomic():
-            queries.enqueue_many(channel, replies)
-            queries.mark_inbound(row, "done")
+        finish = functools.partial(self._finish, row, channel, replies)
+        await writes.write(finish, f"queueing the replies to {row.key}")
         self.handled += 1
         if replies:
             self.wake_delivery()
+
+    @staticmethod
+    def _finish(row: Inbound, channel: Channel, replies: list[OutboundMessage]) -> None:
+        with database_proxy.atomic():
+            queries.enqueue_many(channel, replies)
+            queries.mark_inbound(row, "done")
 
     def _channel(self, message: InboundMessage) -> Channel:
         chat = (message.provider, message.chat_id)
