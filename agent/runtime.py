@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,7 @@ from agent.retry import Backoff, sleep_or_stop
 from agent.status import AgentStatus
 from agent.store import db, queries, writes
 from agent.store.models import Channel
+from agent.wake import WakeDetector
 from agent.web import LocalServer, WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ class Runtime:
             group.create_task(self.notifier.run(self.stop_event), name="notifier")
             group.create_task(self._probe_backend(self.backend), name="backend probe")
             group.create_task(self._maintain(), name="maintenance")
+            wakes = WakeDetector(functools.partial(self._on_wake, providers))
+            group.create_task(wakes.run(self.stop_event), name="wake detector")
             log.info(
                 "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
                 ", ".join(providers),
@@ -221,6 +225,21 @@ class Runtime:
             for task in receivers:
                 task.cancel()
             await self.dispatcher.stop()
+
+    def _on_wake(self, providers: dict[str, ChatProvider], away: float) -> None:
+        """Back from a sleep: one digest per chat, and every connection anew, now."""
+        log.info("back after about %.0f s away (asleep?): catching up and reconnecting", away)
+        self.notifier.note_wake()
+        self.delivery.note_wake()
+        for provider in providers.values():
+            self._spawn(self._reconnect(provider))
+
+    @staticmethod
+    async def _reconnect(provider: ChatProvider) -> None:
+        try:
+            await provider.reconnect()
+        except Exception as exc:  # its own loop reconnects anyway, only later
+            log.warning("%s could not reconnect at once: %s", provider.name, exc)
 
     def set_paused(self, paused: bool) -> None:
         """Pause: stop receiving and polling (queued replies still go out); resume: go on."""

@@ -99,6 +99,9 @@ class Notifier:
         if last_alive is not None and time.time() - last_alive > GAP_SECONDS:
             self._digest_pending = True
 
+    def note_wake(self) -> None:
+        self._digest_pending = True
+
     async def run(self, stop: asyncio.Event) -> None:
         stop_waiter = asyncio.create_task(stop.wait())
         stop_waiter.add_done_callback(lambda _: self._wake.set())
