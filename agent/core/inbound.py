@@ -89,7 +89,9 @@ class InboundDispatcher:
 
     async def _handle(self, row: Inbound) -> None:
         message = queries.inbound_message(row)
-        channel = self._channel(message)
+        # First sight of a chat, or a new route (DingTalk's sessionWebhook): a write.
+        lookup = functools.partial(self._channel, message)
+        channel = await writes.write(lookup, f"recording the chat of {row.key}")
         decision = self.access.decide(channel)
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
