@@ -160,6 +160,8 @@ class Delivery:
     async def _failed(self, exc: Exception, row: Outbox, channel: Channel, *, probe: bool) -> bool:
         """Note a failed try; True when the chat may go on with its next row."""
         name, now = channel.provider, time.monotonic()
+        if probe and not isinstance(exc, RetryLater):
+            self._pacing.release_probe(name)  # no news of the platform: another chat probes
         if isinstance(exc, PermanentDeliveryError):
             log.warning("send to %s failed for good: %s", channel.address, exc)
             self.platform_ok(name)
@@ -181,8 +183,6 @@ class Delivery:
             if row.attempts + 1 >= MAX_UNEXPECTED_ATTEMPTS:
                 await self._give_up(row, repr(exc))
                 return True
-        if probe and not isinstance(exc, RetryLater):
-            self._pacing.release_probe(name)
         await self._record(queries.mark_retry, row, delay, str(exc) or repr(exc))
         return False
 
