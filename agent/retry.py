@@ -1,9 +1,16 @@
-"""One backoff policy for every loop: wait out retry_after, else back off x1.5 up to 30 s."""
+"""One backoff policy for every loop: wait out retry_after, else back off x1.5 up to 30 s.
+
+Also the loops' small helpers: a sleep that ends on stop, and a step a wake can cut short.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -41,3 +48,39 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class Restartable:
+    """Runs a loop's long step (a long poll, a websocket) so that `restart()` can cut it
+    short: after a wake its connection is likely dead, and waiting for a timeout to say
+    so takes a minute."""
+
+    def __init__(self) -> None:
+        self._step: asyncio.Future[object] | None = None
+
+    async def run(self, step: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """(True, result) when `step()` finished, (False, None) when `restart()` cut it."""
+
+        async def call() -> T:
+            # Made inside the task: a task cancelled before it starts leaves no coroutine
+            # that was never awaited.
+            return await step()
+
+        future = asyncio.ensure_future(call())
+        self._step = future  # type: ignore[assignment]
+        try:
+            return True, await future
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the loop itself is being cancelled
+            return False, None
+        finally:
+            self._step = None
+
+    def restart(self) -> bool:
+        """Cancel the step in progress, if any; True if there was one."""
+        if self._step is None or self._step.done():
+            return False
+        self._step.cancel()
+        return True

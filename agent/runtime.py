@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import filelock
 
@@ -25,8 +27,9 @@ from agent.core.typing_indicator import TypingIndicator
 from agent.errors import ConfigError, InstanceLockedError
 from agent.retry import Backoff, sleep_or_stop
 from agent.status import AgentStatus
-from agent.store import db, queries
+from agent.store import db, queries, writes
 from agent.store.models import Channel
+from agent.wake import WakeDetector
 from agent.web import LocalServer, WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,13 @@ class Runtime:
         self._paused = asyncio.Event()
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Fire-and-forget side work, kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -94,7 +104,10 @@ class Runtime:
         paths.private_dir(settings.data_dir)  # chat texts, webhooks, pairing codes
         lock = acquire_instance_lock(str(paths.lock_file(settings.data_dir)))
         try:
-            db.open_database(settings.database_path)
+            database = db.open_database(settings.database_path)
+            # This connection runs on the event loop: a lock held elsewhere must not freeze
+            # it for seconds; the writes that must happen retry (store.writes).
+            database.pragma("busy_timeout", writes.LOOP_BUSY_TIMEOUT_MS, permanent=True)
             await self._run_open(on_ready)
         finally:
             db.close_database()
@@ -196,6 +209,8 @@ class Runtime:
             group.create_task(self.delivery.run(self.stop_event), name="delivery")
             group.create_task(self.notifier.run(self.stop_event), name="notifier")
             group.create_task(self._maintain(), name="maintenance")
+            wakes = WakeDetector(functools.partial(self._on_wake, providers))
+            group.create_task(wakes.run(self.stop_event), name="wake detector")
             log.info(
                 "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
                 ", ".join(providers),
@@ -210,6 +225,21 @@ class Runtime:
             for task in receivers:
                 task.cancel()
             await self.dispatcher.stop()
+
+    def _on_wake(self, providers: dict[str, ChatProvider], away: float) -> None:
+        """Back from a sleep: one digest per chat, and every connection anew, now."""
+        log.info("back after about %.0f s away (asleep?): catching up and reconnecting", away)
+        self.notifier.note_wake()
+        self.delivery.note_wake()
+        for provider in providers.values():
+            self._spawn(self._reconnect(provider))
+
+    @staticmethod
+    async def _reconnect(provider: ChatProvider) -> None:
+        try:
+            await provider.reconnect()
+        except Exception as exc:  # its own loop reconnects anyway, only later
+            log.warning("%s could not reconnect at once: %s", provider.name, exc)
 
     def set_paused(self, paused: bool) -> None:
         """Pause: stop receiving and polling (queued replies still go out); resume: go on."""

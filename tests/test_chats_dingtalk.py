@@ -438,9 +438,16 @@ async def test_long_text_is_split_at_lines(
 ) -> None:
     text = "\n".join(f"line {i} " + "字" * 50 for i in range(200))
     assert len(text) > 2 * TEXT_LIMIT
-    await provider.send(ChatRef("dingtalk", "cid-g", True, {}), OutboundMessage(text))
+    noted: list[tuple[int, int]] = []
+
+    async def on_part(parts_sent: int) -> None:
+        noted.append((parts_sent, len(dingtalk_api.sent)))
+
+    chat = ChatRef("dingtalk", "cid-g", True, {})
+    await provider.send(chat, OutboundMessage(text), on_part=on_part)
     await provider.close()
     parts = [s.markdown["text"] for s in dingtalk_api.sent]
     assert len(parts) >= 3
+    assert noted == [(n, n) for n in range(1, len(parts))]
     assert all(len(p) <= TEXT_LIMIT for p in parts)
     assert "".join(parts) == text

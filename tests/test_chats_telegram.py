@@ -335,9 +335,16 @@ async def test_upgrade_service_messages_become_moves(telegram_api: FakeTelegram)
 
 async def test_long_text_is_split_in_order(telegram_api: FakeTelegram, provider: TelegramProvider):
     text = "\n".join(f"line {n:05d} " + "é😀" * 20 for n in range(400))
-    last = await provider.send(chat(21), OutboundMessage(text, markdown=False))
+    noted: list[tuple[int, int]] = []
+
+    async def on_part(parts_sent: int) -> None:
+        noted.append((parts_sent, len(telegram_api.sent)))
+
+    last = await provider.send(chat(21), OutboundMessage(text, markdown=False), on_part=on_part)
     parts = [s["text"] for s in telegram_api.sent]
     assert len(parts) > 1
+    # Each part but the last is reported as soon as it went out (delivery records it).
+    assert noted == [(n, n) for n in range(1, len(parts))]
     assert last == str(telegram_api.sent[-1]["message_id"])  # the part an edit must reach
     assert "".join(parts) == text
     assert all(len(p.encode("utf-16-le")) // 2 <= 4096 for p in parts)

@@ -124,6 +124,10 @@ class OutboundMessage:
 # durable; only then may a provider confirm them to its platform.
 InboundSink = Callable[[Sequence[InboundMessage]], Awaitable[None]]
 
+# Told, while a long message goes out in parts, how many parts were delivered so far;
+# returns once that is durable, so a crash resumes after them.
+PartsSent = Callable[[int], Awaitable[None]]
+
 
 @dataclass
 class ProviderStatus:
@@ -132,6 +136,8 @@ class ProviderStatus:
     state: ProviderState = ProviderState.DISABLED
     detail: str = ""
     last_ok_at: float | None = None
+    # Called on each success (a poll, a connection): delivery retries a platform it saw down.
+    on_ok: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def set(self, state: ProviderState, detail: str = "") -> None:
         self.state = state
@@ -139,6 +145,8 @@ class ProviderStatus:
         self.detail = mask_url_credentials(detail)
         if state is ProviderState.CONNECTED:
             self.last_ok_at = time.time()
+            if self.on_ok is not None:
+                self.on_ok()
 
 
 class ChatProvider(Protocol):
@@ -152,11 +160,19 @@ class ChatProvider(Protocol):
         """Receive until cancelled: hand each batch to `sink`, then confirm it."""
         ...
 
-    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+    async def send(
+        self,
+        chat: ChatRef,
+        message: OutboundMessage,
+        *,
+        first_part: int = 0,
+        on_part: PartsSent | None = None,
+    ) -> str:
         """Send (split if long) and return the platform's id of the last part, or ''.
 
-        A retry resumes at `first_part` (from RetryLater.parts_sent): parts already
-        delivered are not sent again."""
+        A retry resumes at `first_part` (from RetryLater.parts_sent or `on_part`): parts
+        already delivered are not sent again. `on_part(n)` is awaited after the n-th part
+        when more parts follow."""
         ...
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
@@ -166,5 +182,10 @@ class ChatProvider(Protocol):
     async def show_typing(self, chat: ChatRef) -> None: ...
 
     async def acknowledge_button(self, callback_id: str, text: str = "") -> None: ...
+
+    async def reconnect(self) -> None:
+        """After a wake: drop the receiving connection (likely dead) and open a new one now
+        instead of waiting for it to time out. A no-op where nothing is held open."""
+        ...
 
     async def close(self) -> None: ...

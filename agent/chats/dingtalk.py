@@ -38,13 +38,14 @@ from agent.chats.base import (
     InboundMessage,
     InboundSink,
     OutboundMessage,
+    PartsSent,
     ProviderState,
     ProviderStatus,
 )
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.dingtalk_send import NAME, TEXT_LIMIT, DingTalkSender, describe
 from agent.config import DingTalkSettings
-from agent.retry import Backoff, sleep_or_stop
+from agent.retry import Backoff, Restartable, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class DingTalkProvider:
         self._stop = asyncio.Event()
         self.session_webhooks = SessionWebhookPolicy(settings.open_base_url)
         self._sender = DingTalkSender(settings, self._http, self.session_webhooks)
+        self._link = Restartable()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -147,7 +149,10 @@ class DingTalkProvider:
                 # After a failure the ERROR detail stays visible until a connection succeeds.
                 self.status.set(ProviderState.CONNECTING)
             try:
-                await self._connect_once(sink)
+                finished, _ = await self._link.run(lambda: self._connect_once(sink))
+                if not finished:
+                    log.info("DingTalk stream reconnecting now (after a wake)")
+                    continue
             except _Reconnect:
                 log.info("DingTalk gateway asked to reconnect")
                 continue
@@ -262,8 +267,19 @@ class DingTalkProvider:
 
     # -- outbound ------------------------------------------------------------------------
 
-    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
-        return await self._sender.send(chat, message, first_part=first_part)
+    async def send(
+        self,
+        chat: ChatRef,
+        message: OutboundMessage,
+        *,
+        first_part: int = 0,
+        on_part: PartsSent | None = None,
+    ) -> str:
+        return await self._sender.send(chat, message, first_part=first_part, on_part=on_part)
+
+    async def reconnect(self) -> None:
+        """After a wake the websocket is likely dead: drop it and connect again now."""
+        self._link.restart()
 
     # -- no-ops --------------------------------------------------------------------------
 

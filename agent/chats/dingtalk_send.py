@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.chats.base import ChatRef, OutboundMessage
+from agent.chats.base import ChatRef, OutboundMessage, PartsSent
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.text import DINGTALK_TEXT_LIMIT, split_text
 from agent.config import DingTalkSettings
@@ -56,9 +56,17 @@ class DingTalkSender:
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
 
-    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+    async def send(
+        self,
+        chat: ChatRef,
+        message: OutboundMessage,
+        *,
+        first_part: int = 0,
+        on_part: PartsSent | None = None,
+    ) -> str:
         sent_id = ""
-        for index, part in enumerate(split_text(message.text, TEXT_LIMIT)):
+        parts = split_text(message.text, TEXT_LIMIT)
+        for index, part in enumerate(parts):
             if index < first_part:
                 continue  # delivered by an earlier attempt
             try:
@@ -66,6 +74,8 @@ class DingTalkSender:
             except RetryLater as exc:
                 exc.parts_sent = index
                 raise
+            if on_part is not None and index + 1 < len(parts):
+                await on_part(index + 1)  # durable before the next part goes
         return sent_id
 
     async def _send_part(self, chat: ChatRef, title: str, text: str) -> str:

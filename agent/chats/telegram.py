@@ -35,6 +35,7 @@ from agent.chats.base import (  # noqa: E402
     InboundMessage,
     InboundSink,
     OutboundMessage,
+    PartsSent,
     ProviderState,
     ProviderStatus,
 )
@@ -53,7 +54,7 @@ from agent.chats.text import (  # noqa: E402
 )
 from agent.config import TelegramSettings  # noqa: E402
 from agent.errors import PermanentDeliveryError, RetryLater  # noqa: E402
-from agent.retry import Backoff, sleep_or_stop  # noqa: E402
+from agent.retry import Backoff, Restartable, sleep_or_stop  # noqa: E402
 
 PROVIDER = "telegram"
 # Edits are not subscribed: an edited prompt would otherwise run as a second task.
@@ -127,6 +128,7 @@ class TelegramProvider:
         self._chat_limits: dict[str, RateLimiter] = {}
         self._typing_at: dict[str, float] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._poll = Restartable()
 
     # ---- receiving ---------------------------------------------------------------------
 
@@ -164,15 +166,19 @@ class TelegramProvider:
 
     async def _poll_once(self, sink: InboundSink) -> None:
         timeout = self.settings.poll_timeout
-        updates = await asyncio.wait_for(
-            self.bot.get_updates(
-                offset=self.offset or None,
-                timeout=timeout,
-                allowed_updates=ALLOWED_UPDATES,
-                read_timeout=POLL_READ_MARGIN,
-            ),
-            timeout=2 * timeout + POLL_READ_MARGIN,
+        finished, updates = await self._poll.run(
+            lambda: asyncio.wait_for(
+                self.bot.get_updates(
+                    offset=self.offset or None,
+                    timeout=timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                    read_timeout=POLL_READ_MARGIN,
+                ),
+                timeout=2 * timeout + POLL_READ_MARGIN,
+            )
         )
+        if not finished:
+            return  # reconnect(): the next poll starts at once, on a new connection
         self.status.set(ProviderState.CONNECTED)
         if not updates:
             return
@@ -233,7 +239,14 @@ class TelegramProvider:
 
     # ---- sending -----------------------------------------------------------------------
 
-    async def send(self, chat: ChatRef, message: OutboundMessage, *, first_part: int = 0) -> str:
+    async def send(
+        self,
+        chat: ChatRef,
+        message: OutboundMessage,
+        *,
+        first_part: int = 0,
+        on_part: PartsSent | None = None,
+    ) -> str:
         parts = render(message)
         markup = keyboard(message.buttons)
         sent_id = ""
@@ -251,6 +264,8 @@ class TelegramProvider:
                 exc.parts_sent = index
                 raise
             sent_id = str(sent.message_id)
+            if on_part is not None and not last:
+                await on_part(index + 1)
         # The id of the last part: the one carrying the buttons, which an edit must reach.
         return sent_id
 
@@ -320,6 +335,11 @@ class TelegramProvider:
             # A press older than ~15 minutes can no longer be answered; nothing is lost.
             if "query is too old" not in str(exc).lower():
                 raise
+
+    async def reconnect(self) -> None:
+        """After a wake the long poll's connection is likely dead: poll again now."""
+        if self._poll.restart():
+            log.info("Telegram long poll restarted")
 
     async def close(self) -> None:
         self._stop.set()

@@ -13,6 +13,7 @@ the store for each message: `pair approve/revoke` in another shell counts at onc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -23,7 +24,7 @@ from agent.core.access import AccessPolicy, Decision
 from agent.core.handlers import Handlers
 from agent.errors import StoreError
 from agent.retry import Backoff, sleep_or_stop
-from agent.store import allowed, queries
+from agent.store import allowed, queries, writes
 from agent.store.db import WRITE_AT_ONCE, store_errors
 from agent.store.models import Channel, Inbound, database_proxy
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STOP_GRACE_SECONDS = 10.0
+# A journal write waits this long for a lock held elsewhere; then the provider is told it
+# failed and leaves the messages unconfirmed (its platform delivers them again).
+JOURNAL_WAIT_SECONDS = 10.0
 # A failed store write is retried after this long, growing up to the maximum.
 STORE_RETRY_SECONDS = 0.2
 STORE_RETRY_MAX_SECONDS = 10.0
@@ -57,8 +61,11 @@ class InboundDispatcher:
         self._stopping = asyncio.Event()
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
-        """The providers' sink: durable once this returns."""
-        for row in queries.record_inbound(messages):
+        """The providers' sink: durable once this returns (a lock held elsewhere is waited
+        out for a while; then the provider leaves the messages unconfirmed, to come again)."""
+        record = functools.partial(queries.record_inbound, messages)
+        journaled = "journaling inbound messages"
+        for row in await writes.write(record, journaled, give_up_after=JOURNAL_WAIT_SECONDS):
             self._schedule(row)
 
     def resume(self) -> None:

@@ -38,10 +38,10 @@ from agent.core import notices, prompts
 from agent.core.notices import NoticeContext
 from agent.core.session_feed import DigestBook, SessionFeed, SessionRead, read_session
 from agent.core.typing_indicator import TypingIndicator
-from agent.errors import BackendError, BackendNotFound, BackendUnauthorized
+from agent.errors import BackendError, BackendNotFound, BackendUnauthorized, StoreError
 from agent.status import BackendStatus
 from agent.store import queries
-from agent.store.db import WRITE_AT_ONCE
+from agent.store.db import WRITE_AT_ONCE, store_errors
 from agent.store.models import TrackedSession, database_proxy
 
 log = logging.getLogger(__name__)
@@ -155,24 +155,25 @@ class Notifier:
         now = time.monotonic()
         responses_before = self.backend.responses
         try:
-            followed = queries.followed_session_ids()
-            if self._failing:
-                # An outage costs one listing per interval, nothing more.
-                if not self._take("listing", now, self.listing_interval):
-                    return
-                await self._listing(followed)
-                self._failing = False
-            if self._take("full", now, self.poll.sessions_full_interval):
-                try:
-                    await self._full_pass(followed)
-                except BackendError:
-                    self._due["full"] = 0.0  # right after the backend is back
-                    raise
-            if self._take("listing", now, self.listing_interval):
-                await self._listing(followed)
-            await self._check_sessions(followed, now)
-            await self._check_requests(followed, now)
-            self._schedule_typing(now)
+            with store_errors():
+                followed = queries.followed_session_ids()
+                if self._failing:
+                    # An outage costs one listing per interval, nothing more.
+                    if not self._take("listing", now, self.listing_interval):
+                        return
+                    await self._listing(followed)
+                    self._failing = False
+                if self._take("full", now, self.poll.sessions_full_interval):
+                    try:
+                        await self._full_pass(followed)
+                    except BackendError:
+                        self._due["full"] = 0.0  # right after the backend is back
+                        raise
+                if self._take("listing", now, self.listing_interval):
+                    await self._listing(followed)
+                await self._check_sessions(followed, now)
+                await self._check_requests(followed, now)
+                self._schedule_typing(now)
         except BackendUnauthorized as exc:
             if not self.backend_status.unauthorized:
                 log.warning("backend refuses the agent (401): set BACKEND_INTERNAL_TOKEN (%s)", exc)
@@ -185,8 +186,11 @@ class Notifier:
             self.backend_status.failed(str(exc)[:200])
             self._failing = True
             return
+        except StoreError as exc:  # locked by another program: the next cycle tries again
+            log.warning("notifier: %s; retrying", exc)
+            return
         except Exception:
-            # A bug or a store error must not stop notifications for good: log, go on.
+            # A bug must not stop notifications for good: log, go on.
             log.exception("notifier cycle failed")
             return
         if self.backend.responses > responses_before:  # only an answer proves reachability

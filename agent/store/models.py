@@ -131,10 +131,12 @@ class Outbox(BaseModel):
     channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
     dedup_key = peewee.CharField(null=True)
     kind = peewee.CharField(default="message")  # message | edit
+    # {"message": …, "parts_sent": n once n parts of a long message went out, …}
     payload = peewee.TextField()
     # pending → sent | failed (permanent)
     status = peewee.CharField(default="pending", index=True)
     attempts = peewee.IntegerField(default=0)
+    # Wall clock, so only a hint for the next start: a running agent waits in monotonic time.
     next_attempt_at = peewee.FloatField(default=0)
     last_error = peewee.TextField(default="")
     created_at = peewee.FloatField(default=now)

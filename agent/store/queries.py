@@ -409,7 +409,8 @@ def mark_sent(row: Outbox, platform_message_id: str) -> None:
 
 
 def note_parts_sent(row: Outbox, parts_sent: int) -> None:
-    """A long message was partly delivered: the retry resumes after these parts."""
+    """A long message was partly delivered: a retry, or the next start, resumes after
+    these parts."""
     payload = outbox_payload(row)
     payload["parts_sent"] = parts_sent
     row.payload = json.dumps(payload)
@@ -417,6 +418,7 @@ def note_parts_sent(row: Outbox, parts_sent: int) -> None:
 
 
 def mark_retry(row: Outbox, delay: float, error: str) -> None:
+    """A failed try. The retry time is kept for the next start (delivery waits in memory)."""
     row.attempts += 1
     row.next_attempt_at = time.time() + delay
     Outbox.update(

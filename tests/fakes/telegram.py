@@ -33,6 +33,11 @@ CONFLICT_WEBHOOK = (
     "Conflict: can't use getUpdates method while webhook is active; use "
     "deleteWebhook to delete the webhook first"
 )
+OUTAGE_PAGE = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
 V2_MARKS = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
 
 
@@ -196,6 +201,7 @@ class FakeTelegram:
         self._failures_after: dict[str, int] = {}
         self._drops: dict[str, int] = {}
         self._method_delays: dict[str, float] = {}
+        self._outage = False
         self._poll_generation = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -232,6 +238,16 @@ class FakeTelegram:
             await self._runner.cleanup()
 
     # ---- test-side helpers -------------------------------------------------------------
+
+    @property
+    def outage(self) -> bool:
+        """True: Telegram is down; every call, pending long polls too, gets 502 Bad Gateway."""
+        return self._outage
+
+    @outage.setter
+    def outage(self, down: bool) -> None:
+        self._outage = down
+        self._notify()  # a pending long poll is cut by the outage
 
     def fail_next(
         self,
@@ -407,6 +423,8 @@ class FakeTelegram:
         if self._method_delays.get(method.lower()):
             await asyncio.sleep(self._method_delays[method.lower()])
         try:
+            if self.outage:  # the front proxy answers, not the Bot API: HTML, no JSON
+                return web.Response(status=502, text=OUTAGE_PAGE, content_type="text/html")
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
             key = method.lower()
@@ -432,6 +450,8 @@ class FakeTelegram:
             if handler is None:
                 raise ApiError(404, "Not Found")
             result = await handler(params)
+            if self.outage:  # went down while this call was pending
+                return web.Response(status=502, text=OUTAGE_PAGE, content_type="text/html")
             return web.json_response({"ok": True, "result": result})
         except ApiError as err:
             return err.response()
@@ -473,6 +493,7 @@ class FakeTelegram:
                             or mine != self._poll_generation
                             or bool(self.webhook["url"])
                             or self._stopping
+                            or self.outage
                         )
                     ),
                     float(params.get("timeout") or 0),
