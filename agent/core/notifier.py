@@ -9,7 +9,7 @@ Only sessions some chat binds or watches are followed. Jobs, each on its own int
   and a lookup of each followed session older than that (never a walk of all sessions).
 - active: each session whose latest run is not over is read (runs, then new messages)
   every POLL_SESSION_MESSAGES_INTERVAL_SECONDS. A session whose run only waits in the
-  queue is not read again until the listing shows it moved (or WAITING_RECHECK_SECONDS).
+  queue is not read again until the listing shows it moved.
 - requests: one `GET /user-input-requests` for all sessions, only while something runs or
   a prompt is open.
 While the backend is down or refuses us, only the listing is retried, at its interval.
@@ -51,7 +51,6 @@ FULL_PAGE = 100
 WINDOW_MARGIN = 5
 # Health must never be older than 2 x the listing interval, and at most 30 s.
 MAX_LISTING_SECONDS = 15.0
-WAITING_RECHECK_SECONDS = 60.0
 NEVER = math.inf
 
 
@@ -142,6 +141,10 @@ class Notifier:
             return False
         self._due[job] = now + next_in
         return True
+
+    @property
+    def _deep_recheck(self) -> float:
+        return self.poll.sessions_full_interval
 
     @property
     def listing_interval(self) -> float:
@@ -355,8 +358,10 @@ class Notifier:
             and latest.status == RUN_QUEUED
             and not any(run.status in ACTIVE_RUN_STATUSES for run in read.runs)
         ):
-            # Only waiting for an executor: the listing shows when it starts.
-            self._waiting_until[session_id] = now + WAITING_RECHECK_SECONDS
+            # Only waiting for an executor: the listing shows when it starts (a session
+            # too old to be listed is looked at again with the full pass).
+            listed = session_id in self._listed
+            self._waiting_until[session_id] = NEVER if listed else now + self._deep_recheck
         else:
             self._waiting_until.pop(session_id, None)
 
