@@ -86,7 +86,9 @@ async def test_allowlist_lets_only_listed_chats_in(
         await say(telegram_api, 21, "/new listed")
         assert texts_to(telegram_api, 22) == []
         assert [t["prompt"] for t in poco.tasks_posted] == ["listed"]
-        assert "/sessions" not in backend_calls(poco)
+        # Chat 22's /list never reached the backend; /new read the newest session first.
+        listings = [c.query for c in poco.requests if c.route == "/sessions"]
+        assert listings == [{"limit": "1", "offset": "0", "kind": "chat"}]
 
 
 def test_codes_expire_and_are_rate_limited(tmp_path: Path) -> None:

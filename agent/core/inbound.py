@@ -1,9 +1,15 @@
 """The inbound journal's consumer: chats run concurrently, each chat strictly in order.
 
 Providers hand messages to `InboundDispatcher.accept`, which persists them (deduplicated by
-key) before returning, so the provider may then confirm them to the platform. A message
-whose handling was interrupted by a crash (journal row left `started`) is not run again
-(it may already have reached the backend); the chat is told so instead.
+key) before returning, so the provider may then confirm them to the platform.
+
+A message whose handling was cut off (journal row left `started` by a crash, or a
+`POST /tasks` that got no answer) is settled before its chat's later messages: a prompt
+that may have gone out is looked for at the backend and sent only if it is not there
+(core/intents), and the chat gets the usual reply, once; a message that never got as far
+as a prompt is handled again. While the backend cannot be asked, this is retried (the
+chat's later messages wait); at a stop the row stays for the next start. Only where the
+backend cannot tell is the chat told the message may not have reached Poco.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
 from agent.core.access import AccessPolicy
 from agent.core.handlers import Handlers
+from agent.core.intents import PromptInDoubt
+from agent.errors import BackendUnauthorized, BackendUnavailable
+from agent.retry import Backoff, sleep_or_stop
 from agent.store import queries
 from agent.store.models import Channel, Inbound, database_proxy
 
@@ -42,6 +51,7 @@ class InboundDispatcher:
         self.handled = 0
         self._channels: dict[tuple[str, str], tuple[Channel, float]] = {}
         self._stopping = False
+        self._stop_event = asyncio.Event()
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
         """The providers' sink: durable once this returns."""
@@ -49,9 +59,11 @@ class InboundDispatcher:
             self._schedule(row)
 
     def resume(self) -> None:
-        """At start: tell chats about in-doubt messages, then queue what was never handled."""
+        """At start: queue messages cut off by a crash (each first in its chat, settled
+        before the rest), then what was never handled."""
+        self.handlers.sender.prune()
         for row in queries.inbound_rows("started"):
-            self._report_in_doubt(row)
+            self._schedule(row)
         for row in queries.inbound_rows("pending"):
             self._schedule(row)
 
@@ -88,18 +100,62 @@ class InboundDispatcher:
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
         else:
-            queries.mark_inbound(row, "started")
-            try:
-                replies = await self.handlers.handle(message, channel)
-            except Exception:
-                # A bug must not kill the chat's worker; the trace goes to the log only.
-                log.exception("handling %s failed", row.key)
-                replies = [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+            handled = await self._replies(row, message, channel)
+            if handled is None:
+                return  # stopping while it could not be settled: kept for the next start
+            replies = handled
         with database_proxy.atomic():
             queries.enqueue_many(channel, replies)
             queries.mark_inbound(row, "done")
         self.handled += 1
         if replies:
+            self.wake_delivery()
+
+    async def _replies(
+        self, row: Inbound, message: InboundMessage, channel: Channel
+    ) -> list[OutboundMessage] | None:
+        if row.status == "started":  # cut off by a crash
+            return await self._settle(row, message, channel, wait=False)
+        queries.mark_inbound(row, "started")
+        try:
+            return await self.handlers.handle(message, channel)
+        except PromptInDoubt as exc:
+            log.warning("message %s: no answer to POST /tasks (%s); looking again", row.key, exc)
+            return await self._settle(row, message, channel, wait=True)
+        except Exception:
+            # A bug must not kill the chat's worker; the trace goes to the log only.
+            log.exception("handling %s failed", row.key)
+            return [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+
+    async def _settle(
+        self, row: Inbound, message: InboundMessage, channel: Channel, *, wait: bool
+    ) -> list[OutboundMessage] | None:
+        """Replies to a message whose prompt may have gone out, retried while the backend
+        cannot be asked; None if the dispatcher stops first."""
+        backoff = Backoff()
+        # After a lost answer the backend may still be committing: give it a moment.
+        if wait and await sleep_or_stop(backoff.next_delay(), self._stop_event):
+            return None
+        while True:
+            try:
+                replies = await self.handlers.settle(message, channel)
+                if replies is None:  # no prompt went out: handle it as new
+                    replies = await self.handlers.handle(message, channel)
+                return replies
+            except (BackendUnavailable, PromptInDoubt) as exc:
+                log.warning("message %s not settled yet, backend: %s", row.key, exc)
+            except BackendUnauthorized as exc:
+                log.warning("message %s not settled yet, backend: %s", row.key, exc)
+                self._tell_once(channel, f"unauthorized:{row.key}", "backend_unauthorized")
+            except Exception:
+                log.exception("settling %s failed", row.key)
+                return [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+            if await sleep_or_stop(backoff.next_delay(), self._stop_event):
+                return None
+
+    def _tell_once(self, channel: Channel, dedup_key: str, text_key: str) -> None:
+        reply = OutboundMessage(i18n.text(self.handlers.settings.lang, text_key))
+        if queries.enqueue(channel, reply, dedup_key=dedup_key) is not None:
             self.wake_delivery()
 
     def _channel(self, message: InboundMessage) -> Channel:
@@ -112,18 +168,6 @@ class InboundDispatcher:
         self._channels[chat] = (channel, now + CHANNEL_CACHE_SECONDS)
         return channel
 
-    def _report_in_doubt(self, row: Inbound) -> None:
-        message = queries.inbound_message(row)
-        channel = queries.channel_for(message)
-        preview = " ".join(message.text.split())[:60]
-        reply = OutboundMessage(
-            i18n.text(self.handlers.settings.lang, "in_doubt", preview=preview), markdown=False
-        )
-        with database_proxy.atomic():
-            queries.enqueue(channel, reply, dedup_key=f"in-doubt:{row.key}")
-            queries.mark_inbound(row, "done")
-        log.warning("message %s was interrupted by a stop; chat told to check", row.key)
-
     @property
     def busy(self) -> bool:
         return bool(self._workers)
@@ -131,6 +175,7 @@ class InboundDispatcher:
     async def stop(self) -> None:
         """Let running handlers finish (bounded); unstarted rows stay for the next start."""
         self._stopping = True
+        self._stop_event.set()
         workers = list(self._workers.values())
         if not workers:
             return
