@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from agent.store.models import Channel, Intent, TrackedSession
+from agent.store.models import Channel, Inbound, Intent, TrackedSession
 
 SENDING = "sending"
 SENT = "sent"
@@ -70,18 +71,21 @@ def mark_failed(intent: Intent) -> None:
 
 def unsettled_follow_ups(session_id: str) -> list[Intent]:
     """Follow-ups to the session whose answer never came, oldest first."""
-    return list(
-        Intent.select()
-        .where((Intent.session_id == session_id) & (Intent.state == SENDING))
-        .order_by(Intent.id)
-    )
+    return _unsettled(Intent.session_id == session_id)
 
 
 def unsettled_new() -> list[Intent]:
     """`/new` prompts whose answer never came, oldest first (any chat)."""
+    return _unsettled(Intent.session_id == "")
+
+
+def _unsettled(where: Any) -> list[Intent]:
+    # Only while their message is still being handled: one whose handler died of a bug
+    # was answered already and must not take part in matching.
     return list(
         Intent.select()
-        .where((Intent.session_id == "") & (Intent.state == SENDING))
+        .join(Inbound, on=(Inbound.key == Intent.key))
+        .where(where & (Intent.state == SENDING) & (Inbound.status != "done"))
         .order_by(Intent.id)
     )
 
