@@ -16,7 +16,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 from agent.config import build_settings  # noqa: E402
 from agent.runtime import Runtime  # noqa: E402
 from tests.fakes.dingtalk import FakeDingTalk  # noqa: E402
-from tests.fakes.poco import FakePoco  # noqa: E402
+from tests.fakes.poco import GEN_OLD, GENERATIONS, FakePoco  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 
 
@@ -30,14 +30,35 @@ async def telegram_api() -> AsyncIterator[FakeTelegram]:
         await fake.stop()
 
 
-@pytest.fixture
-async def poco() -> AsyncIterator[FakePoco]:
-    fake = FakePoco()
+@contextlib.asynccontextmanager
+async def running_poco(generation: str) -> AsyncIterator[FakePoco]:
+    fake = FakePoco(generation=generation)
     await fake.start()
     try:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest.fixture
+def poco_generation() -> str:
+    """The backend generation `poco` plays. Override it to run a module or test against
+    both, e.g. `@pytest.mark.parametrize("poco_generation", GENERATIONS)`."""
+    return GEN_OLD
+
+
+@pytest.fixture
+async def poco(poco_generation: str) -> AsyncIterator[FakePoco]:
+    async with running_poco(poco_generation) as fake:
+        yield fake
+
+
+@pytest.fixture(params=GENERATIONS, ids=lambda g: f"poco-{g}")
+async def poco_any(request: pytest.FixtureRequest) -> AsyncIterator[FakePoco]:
+    """A fake Poco of each generation in turn (`poco_any.generation`); the agent reaches
+    the new one with `agent_environment(..., poco=poco_any)` (it sets the token)."""
+    async with running_poco(request.param) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -81,6 +102,9 @@ def agent_environment(
         "POLL_HTTP_TIMEOUT_SECONDS": "3",
         "TELEGRAM_POLL_TIMEOUT_SECONDS": "1",
     }
+    if poco is not None:
+        # The new generation's INTERNAL_API_TOKEN; the old one ignores X-Internal-Token.
+        env["BACKEND_INTERNAL_TOKEN"] = poco.internal_token
     if telegram is not None:
         env["TELEGRAM_BOT_TOKEN"] = telegram.token
         env["TELEGRAM_API_BASE_URL"] = telegram.url

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GEN_OLD, GENERATIONS, FakePoco
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -46,6 +46,10 @@ async def test_unknown_route_and_validation_shapes(http: httpx.AsyncClient) -> N
     response = await http.get("/sessions", params={"limit": -1})
     assert response.status_code == 500
     assert response.json() == {"code": 50000, "message": "Internal server error", "data": None}
+    response = await http.post(f"/sessions/{uuid.uuid4()}/cancel")  # no body at all
+    assert response.json()["detail"] == [
+        {"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}
+    ]
 
 
 async def test_app_errors_are_400(poco: FakePoco, http: httpx.AsyncClient) -> None:
@@ -130,3 +134,15 @@ async def test_fail_next_counts_and_prefix(poco: FakePoco, http: httpx.AsyncClie
     assert (await http.get("/sessions")).status_code == 200
     assert poco.count("GET", "/sessions") == 3
     assert poco.count(path_prefix="/api/v1/health") == 1
+
+
+@pytest.mark.parametrize("poco_generation", GENERATIONS)
+async def test_poco_fixture_follows_the_generation(poco: FakePoco, poco_generation: str) -> None:
+    assert poco.generation == poco_generation
+    assert FakePoco().generation == GEN_OLD
+
+
+async def test_old_generation_ignores_the_token(http: httpx.AsyncClient) -> None:
+    response = await http.get("/sessions", headers={"X-Internal-Token": "anything"})
+    assert response.status_code == 200
+    assert (await http.get(f"/sessions/{uuid.uuid4()}/messages/delta")).status_code == 404

@@ -22,7 +22,7 @@ import httpx
 
 from tests.conftest import agent_environment, subprocess_env
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GEN_OLD, FakePoco
 from tests.fakes.telegram import FakeTelegram
 
 # The guide's polling defaults (the tests' fixture polls faster).
@@ -96,8 +96,10 @@ async def wait_healthy(data_dir: Path, timeout: float = 30) -> float:
 
 
 @asynccontextmanager
-async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakePoco, Path]]:
-    telegram, poco = FakeTelegram(), FakePoco()
+async def fakes(generation: str = GEN_OLD) -> AsyncIterator[tuple[FakeTelegram, FakePoco, Path]]:
+    """Telegram and a Poco of `generation` (the agent env from `agent_environment` carries
+    the fake's internal token), and a data dir."""
+    telegram, poco = FakeTelegram(), FakePoco(generation=generation)
     await telegram.start()
     await poco.start()
     with tempfile.TemporaryDirectory() as tmp:
