@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.backend.client import BackendClient
 from agent.chats.base import InboundMessage
 from agent.config import build_settings
@@ -19,12 +21,14 @@ from agent.core.intents import client_request_id
 from agent.store import db, queries
 from agent.store import intents as store
 from tests.conftest import agent_environment, run_agent
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GEN_NEW, GEN_OLD, GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
 from tests.test_e2e_telegram import texts_to
 
 CHAT = 4242
 IN_DOUBT = "may not have reached"
+
+pytestmark = pytest.mark.parametrize("poco_generation", GENERATIONS)
 
 
 def user_prompts(poco: FakePoco, session_id: str) -> list[str]:
@@ -35,6 +39,13 @@ def user_prompts(poco: FakePoco, session_id: str) -> list[str]:
         if message["role"] == "user" and isinstance(blocks, list):
             texts += [b["text"] for b in blocks if b.get("_type") == "TextBlock"]
     return texts
+
+
+def backend_prompts(poco: FakePoco, session_id: str) -> list[str]:
+    """What the session will run: its user prompts, then (April 2026) the follow-ups still
+    queued behind the running run, which have no user message until promoted."""
+    queued = [item["prompt"] for item in poco.queued_queries(session_id)] if poco.is_new else []
+    return user_prompts(poco, session_id) + queued
 
 
 def sessions_starting_with(poco: FakePoco, prompt: str) -> list[str]:
@@ -117,7 +128,7 @@ async def test_a_follow_up_the_backend_got_is_not_sent_again(
         await asyncio.wait_for(settled(), timeout=10)
         # Telegram's reply to a follow-up is the typing indicator.
         await telegram_api.wait_for(lambda f: any(c[0] == "sendChatAction" for c in f.calls), 10)
-    assert user_prompts(poco, session_id) == ["start", "more please"]
+    assert backend_prompts(poco, session_id) == ["start", "more please"]
     assert [t["prompt"] for t in poco.tasks_posted] == ["more please"]
     assert texts_to(telegram_api, CHAT) == []
 
@@ -132,7 +143,7 @@ async def test_a_follow_up_the_backend_never_got_is_sent_once(
     )
     async with run_agent(env):
         await asyncio.wait_for(settled(), timeout=10)
-    assert user_prompts(poco, session_id) == ["start", "more please"]
+    assert backend_prompts(poco, session_id) == ["start", "more please"]
     [posted] = poco.tasks_posted
     assert posted["client_request_id"] == client_request_id(key)
     assert IN_DOUBT not in " ".join(texts_to(telegram_api, CHAT))
@@ -148,7 +159,7 @@ async def test_the_same_text_again_is_not_mistaken_for_the_first(
     Crash(env).message("yes", session_id=session_id, after=newest_id(poco, session_id))
     async with run_agent(env):
         await asyncio.wait_for(settled(), timeout=10)
-    assert user_prompts(poco, session_id) == ["start", "yes", "yes"]
+    assert backend_prompts(poco, session_id) == ["start", "yes", "yes"]
 
 
 async def test_two_cut_off_messages_with_one_text_are_matched_one_to_one(
@@ -164,7 +175,7 @@ async def test_two_cut_off_messages_with_one_text_are_matched_one_to_one(
     await deliver(poco, first, "yes", session_id)
     async with run_agent(env):
         await asyncio.wait_for(settled(), timeout=10)
-    assert user_prompts(poco, session_id) == ["start", "yes", "yes"]
+    assert backend_prompts(poco, session_id) == ["start", "yes", "yes"]
     assert len(poco.tasks_posted) == 2
 
 
@@ -178,7 +189,7 @@ async def test_a_tool_result_is_not_taken_for_the_prompt(
     Crash(env).message("yes", session_id=session_id, after=after)
     async with run_agent(env):
         await asyncio.wait_for(settled(), timeout=10)
-    assert user_prompts(poco, session_id) == ["start", "yes"]
+    assert backend_prompts(poco, session_id) == ["start", "yes"]
 
 
 async def test_a_new_session_the_backend_created_is_bound_not_created_again(
@@ -237,17 +248,46 @@ async def test_backend_down_at_start_settles_later_and_keeps_the_chat_order(
 async def test_where_the_backend_cannot_tell_the_chat_is_told(
     telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
 ) -> None:
-    """An older backend lists a session's first 1000 messages only: a follow-up to a longer
-    session cannot be found, and sending it again could run it twice."""
+    """Feb 2026 lists a session's first 1000 messages only: a follow-up to a longer session
+    cannot be found, and sending it again could run it twice. April 2026 reads past it."""
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     session_id = poco.create_session(prompt="start", status="running")
     for n in range(1000):
         poco.add_assistant_text(session_id, f"line {n}")
+    old = poco.generation == GEN_OLD
     Crash(env).message(
-        "more please", session_id=session_id, after=newest_id(poco, session_id), blind=True
+        "more please", session_id=session_id, after=newest_id(poco, session_id), blind=old
     )
     async with run_agent(env):
         await asyncio.wait_for(settled(), timeout=10)
         await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 1, 10)
-    assert poco.tasks_posted == []
-    assert any(IN_DOUBT in text for text in texts_to(telegram_api, CHAT))
+    doubted = [text for text in texts_to(telegram_api, CHAT) if IN_DOUBT in text]
+    if old:
+        assert poco.tasks_posted == []
+        assert len(doubted) == 1
+    else:
+        assert backend_prompts(poco, session_id) == ["start", "more please"]
+        assert doubted == []
+
+
+async def test_a_follow_up_queued_behind_the_running_run_is_not_queued_twice(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    """April 2026: the backend queued it (no user message yet); the resend with the same
+    client_request_id gets the same queued item back. Feb 2026: it is a user message."""
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    session_id = poco.create_session(prompt="start", status="running")
+    key = Crash(env).message(
+        "and then this", session_id=session_id, after=newest_id(poco, session_id)
+    )
+    await deliver(poco, key, "and then this", session_id)
+    async with run_agent(env):
+        await asyncio.wait_for(settled(), timeout=10)
+        if poco.generation == GEN_NEW:
+            await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 1, 10)
+    assert backend_prompts(poco, session_id) == ["start", "and then this"]
+    if poco.generation == GEN_NEW:
+        [reply] = texts_to(telegram_api, CHAT)
+        assert "Queued" in reply and "1 waiting" in reply
+    else:
+        assert texts_to(telegram_api, CHAT) == []
