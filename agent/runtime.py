@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import filelock
 
@@ -22,7 +21,8 @@ from agent.core.delivery import Delivery
 from agent.core.handlers import Handlers, HandlerSettings
 from agent.core.inbound import InboundDispatcher
 from agent.core.notifier import Notifier
-from agent.errors import AgentError, ConfigError, InstanceLockedError
+from agent.core.typing_indicator import TypingIndicator
+from agent.errors import ConfigError, InstanceLockedError
 from agent.retry import Backoff, sleep_or_stop
 from agent.status import AgentStatus
 from agent.store import db, queries
@@ -31,7 +31,6 @@ from agent.web import LocalServer, WebhookReceiver
 
 log = logging.getLogger(__name__)
 
-BACKEND_PROBE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 60.0
 PRUNE_SECONDS = 6 * 3600.0
 
@@ -78,13 +77,6 @@ class Runtime:
         self._paused = asyncio.Event()
         self._resumed = asyncio.Event()
         self._resumed.set()
-        self._side_tasks: set[asyncio.Task[None]] = set()
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Fire-and-forget side work, kept referenced until it ends."""
-        task = asyncio.create_task(work)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -123,6 +115,7 @@ class Runtime:
             await self._serve(providers, server.port, on_ready)
         finally:
             await server.stop()
+            await self.typing.close()
             for provider in providers.values():
                 with contextlib.suppress(Exception):
                     await provider.close()
@@ -136,11 +129,12 @@ class Runtime:
             settings.lang, settings.backend.frontend_url, settings.backend.frontend_lang
         )
 
-        async def typing(channel: Channel) -> None:
+        async def show_typing(channel: Channel) -> None:
             provider = providers.get(channel.provider)
             if provider is not None:
-                with contextlib.suppress(AgentError):
-                    await provider.show_typing(queries.chat_ref(channel))
+                await provider.show_typing(queries.chat_ref(channel))
+
+        self.typing = typing = TypingIndicator(show_typing)
 
         self.notifier = notifier = Notifier(
             backend,
@@ -152,12 +146,10 @@ class Runtime:
             typing=typing,
             is_paused=lambda: self.status.paused,
         )
-        last_alive = queries.get_meta("last_alive")
-        notifier.note_gap_since(float(last_alive) if last_alive else None)
 
         async def on_prompt(channel: Channel, session_id: str) -> None:
             notifier.follow(session_id)
-            self._spawn(typing(channel))  # never hold up the chat's next message
+            typing.show(channel)  # in the background: never holds up the chat
 
         handlers = Handlers(
             backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
@@ -202,7 +194,6 @@ class Runtime:
             ]
             group.create_task(self.delivery.run(self.stop_event), name="delivery")
             group.create_task(self.notifier.run(self.stop_event), name="notifier")
-            group.create_task(self._probe_backend(self.backend), name="backend probe")
             group.create_task(self._maintain(), name="maintenance")
             log.info(
                 "poco-im-agent running: %s; health at http://%s:%s/api/v1/health",
@@ -253,23 +244,6 @@ class Runtime:
                 "%s receiver crashed; restarting", provider.name, exc_info=receiver.exception()
             )
             await sleep_or_stop(backoff.next_delay(), self.stop_event)
-
-    async def _probe_backend(self, backend: BackendClient) -> None:
-        """Keep the backend state fresh when the notifier has had no reason to call it."""
-        while not self.stop_event.is_set():
-            last_ok = self.status.backend.last_ok_at
-            if last_ok is not None and time.time() - last_ok < BACKEND_PROBE_SECONDS:
-                await sleep_or_stop(BACKEND_PROBE_SECONDS, self.stop_event)
-                continue
-            try:
-                await backend.health()
-            except AgentError as exc:
-                if self.status.backend.reachable is not False:
-                    log.warning("backend %s unreachable: %s", self.settings.backend.url, exc)
-                self.status.backend.failed(str(exc)[:200])
-            else:
-                self.status.backend.ok()
-            await sleep_or_stop(BACKEND_PROBE_SECONDS, self.stop_event)
 
     async def _maintain(self) -> None:
         last_prune = 0.0

@@ -37,7 +37,12 @@ async def journal_drained() -> None:
 
 
 def backend_calls(poco: FakePoco) -> list[str]:
-    return [c.route for c in poco.requests if c.route != "/health"]
+    """What chats caused: not the agent's own listings (`kind=all`) or health checks."""
+    return [
+        c.route
+        for c in poco.requests
+        if c.route != "/health" and not (c.route == "/sessions" and c.query.get("kind") == "all")
+    ]
 
 
 async def test_pair_approve_and_revoke_from_another_shell(
@@ -86,9 +91,11 @@ async def test_allowlist_lets_only_listed_chats_in(
         await say(telegram_api, 21, "/new listed")
         assert texts_to(telegram_api, 22) == []
         assert [t["prompt"] for t in poco.tasks_posted] == ["listed"]
-        # Chat 22's /list never reached the backend; /new read the newest session first.
+        # Chat 22's /list (10 sessions) never reached the backend; /new read the newest
+        # session first, and the notifier lists sessions on its own.
         listings = [c.query for c in poco.requests if c.route == "/sessions"]
-        assert listings == [{"limit": "1", "offset": "0", "kind": "chat"}]
+        chat_listings = [q for q in listings if q["kind"] == "chat"]
+        assert chat_listings == [{"limit": "1", "offset": "0", "kind": "chat"}]
 
 
 def test_codes_expire_and_are_rate_limited(tmp_path: Path) -> None:

@@ -129,8 +129,11 @@ async def test_answers_by_number_and_by_word(
         )
         assert "Answer sent" in await say(dingtalk_api, "批准")
         assert poco.input_requests[plan]["answers"] == {"approved": "true"}
-        # A number with no open prompt is plain text for the session again.
-        assert "Sent to session" in await say(dingtalk_api, "2")
+        # The same number again right after is a repeated answer, not a prompt for the
+        # session (with no open or recently closed prompt it would be one).
+        tasks = len(poco.tasks_posted)
+        assert "already answered in this chat" in await say(dingtalk_api, "2")
+        assert len(poco.tasks_posted) == tasks
 
 
 async def test_telegram_and_dingtalk_in_one_process(

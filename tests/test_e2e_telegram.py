@@ -142,7 +142,8 @@ async def test_pairing_refuses_without_backend_calls(
         telegram_api.inject_message(CHAT, "/new please run")
         await telegram_api.wait_for(lambda f: f.confirmed_offset > 2, timeout=5)
         assert len(texts_to(telegram_api, CHAT)) == fake_before  # rate-limited: no new code
-        assert [r for r in poco.requests[calls_before:] if r["path"] != "/api/v1/health"] == []
+        own = ("/api/v1/health", "/api/v1/sessions")  # the agent's own probes and listings
+        assert [r for r in poco.requests[calls_before:] if r["path"] not in own] == []
 
         assert access.approve(code, "en") is not None
         await telegram_api.wait_for(

@@ -90,7 +90,13 @@ def prompts(poco: FakePoco) -> list[str]:
 
 
 def backend_calls(poco: FakePoco) -> list[dict[str, Any]]:
-    return [r for r in poco.requests if r["path"] != "/api/v1/health"]
+    """What chats caused: not the agent's own listings (`kind=all`) or health checks."""
+    return [
+        r
+        for r in poco.requests
+        if r["path"] != "/api/v1/health"
+        and not (r["path"] == "/api/v1/sessions" and r["query"].get("kind") == "all")
+    ]
 
 
 # ---- Telegram ------------------------------------------------------------------------------

@@ -176,6 +176,16 @@ class BackendClient:
         data = await self._call("GET", path, params={"limit": limit, "offset": offset})
         return _parse_list(Run.from_api, data)
 
+    async def list_runs_from(self, session_id: str, offset: int) -> list[Run]:
+        """Every run from index `offset` on, in schedule order (pages of RUNS_PAGE)."""
+        runs: list[Run] = []
+        while True:
+            page = await self.list_runs(session_id, offset=offset, limit=RUNS_PAGE)
+            runs.extend(page)
+            offset += len(page)
+            if len(page) < RUNS_PAGE:
+                return runs
+
     async def latest_run(self, session_id: str, *, known_runs: int = 0) -> tuple[Run | None, int]:
         """(latest run, how many runs the session has), reading only from `known_runs - 1`
         on; a stale or wrong `known_runs` falls back to reading from the start."""

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from agent.backend.client import BackendClient
 from agent.chats.base import InboundMessage, OutboundMessage
-from agent.core import i18n, prompts
+from agent.core import answers, i18n, prompts
 from agent.core.commands import Command, parse
 from agent.core.intents import PromptSender, Sent
 from agent.core.notices import NoticeContext
@@ -118,22 +118,27 @@ class Handlers:
             return [self.t("unknown_command", name=command.raw_name[:32]) + "\n\n" + self.t("help")]
         return await self._commands[command.name](channel, command.args)
 
-    def _answer_in(self, message: InboundMessage, channel: Channel) -> prompts.Answer | None:
+    def _answer_in(self, message: InboundMessage, channel: Channel) -> answers.Answer | None:
         """An answer to an input prompt: a button, a reply to the prompt, or a number/label."""
         ctx = self.settings.notice_context
         if message.callback_data:
-            return prompts.answer_from_button(channel, message.callback_data, ctx)
+            return answers.answer_from_button(channel, message.callback_data, ctx)
         if message.text.startswith(("/", "／")):
             return None
         if message.reply_to_message_id:
-            answer = prompts.answer_from_reply(channel, message.reply_to_message_id, message.text)
+            answer = answers.answer_from_reply(
+                channel, message.reply_to_message_id, message.text, ctx
+            )
             if answer is not None:
                 return answer
         if channel.provider not in self.settings.button_providers:
-            return prompts.answer_from_text(channel, message.text, ctx)
+            answer = answers.answer_from_text(channel, message.text, ctx)
+            if answer is not None:
+                return answer
+            prompts.chat_moved_on(channel)
         return None
 
-    async def _apply_answer(self, answer: prompts.Answer, channel: Channel) -> list[str]:
+    async def _apply_answer(self, answer: answers.Answer, channel: Channel) -> list[str]:
         if answer.refresh is not None:
             queries.enqueue(
                 channel,
@@ -157,10 +162,13 @@ class Handlers:
             if channel.provider in self.settings.button_providers:
                 return []  # the prompt itself is edited to show the answer
         elif outcome in (AnswerOutcome.ALREADY_ANSWERED, AnswerOutcome.EXPIRED):
+            # Closed meanwhile (we had not seen it yet): the reply tells the chat.
             state = "expired" if outcome is AnswerOutcome.EXPIRED else "answered"
+            ctx = self.settings.notice_context
             prompts.close_prompt(
-                answer.prompt, state, self.settings.notice_context, self.settings.button_providers
+                answer.prompt, state, ctx, self.settings.button_providers, answered_here=True
             )
+            return [prompts.late_reply(answer.prompt, state, channel, ctx, answer.via)]
         return [self.t(outcome.value, request_id=request_id)]
 
     def _backend_error_text(self, exc: BackendError) -> str:

@@ -46,6 +46,11 @@ def run_ended(
     return OutboundMessage(ctx.t(key, title=label, link=link))
 
 
+def truncated(ctx: NoticeContext, label: str, session_id: str) -> OutboundMessage:
+    """An older backend lists only a session's first 1000 messages: say so, with the link."""
+    return OutboundMessage(ctx.t("notice.truncated", title=label, link=ctx.link(session_id)))
+
+
 def input_prompt(
     ctx: NoticeContext,
     label: str,

@@ -1,15 +1,19 @@
 """Backend polls turned into outbox rows, at a cost that does not grow with history.
 
-Only sessions some chat binds or watches are followed. An *active* session (latest run not
-ended) is fetched every POLL_SESSION_MESSAGES_INTERVAL_SECONDS: runs first, then messages,
-so a run's terminal notice always follows its texts. An ended session costs nothing of its
-own: the newest sessions are listed every POLL_SESSIONS_RECENT_INTERVAL_SECONDS while
-something runs (every IDLE_RECENT_SECONDS otherwise), and every followed session is found
-in the full listing every POLL_SESSIONS_FULL_INTERVAL_SECONDS; a changed status or
-`updated_at` (a follow-up from the web UI) makes it active again. One
-`GET /user-input-requests` covers all sessions, and only while something runs or a prompt
-is open. What is enqueued and the cursors that say so are written in one transaction, so a
-restart neither repeats nor loses a notification.
+Only sessions some chat binds or watches are followed. Jobs, each on its own interval:
+- listing: the newest sessions, every POLL_SESSIONS_RECENT_INTERVAL_SECONDS (also at idle:
+  it is what notices a run started elsewhere, and it keeps the backend state in health
+  fresh). Its size covers the followed sessions (20 to 100 newest); a followed session
+  whose status or `updated_at` changed is checked in the same cycle.
+- full: every POLL_SESSIONS_FULL_INTERVAL_SECONDS, one listing of 100 to size the window,
+  and a lookup of each followed session older than that (never a walk of all sessions).
+- active: each session whose latest run is not over is read (runs, then new messages)
+  every POLL_SESSION_MESSAGES_INTERVAL_SECONDS. A session whose run only waits in the
+  queue is not read again until the listing shows it moved (or WAITING_RECHECK_SECONDS).
+- requests: one `GET /user-input-requests` for all sessions, only while something runs or
+  a prompt is open.
+While the backend is down or refuses us, only the listing is retried, at its interval.
+After any start or wake the first catch-up is one digest per chat.
 """
 
 from __future__ import annotations
@@ -17,34 +21,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 from agent.backend.client import BackendClient
-from agent.backend.models import InputRequest, Message, Run, Session
+from agent.backend.models import (
+    ACTIVE_RUN_STATUSES,
+    RUN_QUEUED,
+    TERMINAL_RUN_STATUSES,
+    InputRequest,
+    Session,
+)
 from agent.config import PollSettings
 from agent.core import notices, prompts
 from agent.core.notices import NoticeContext
-from agent.errors import BackendError, BackendNotFound
+from agent.core.session_feed import DigestBook, SessionFeed, SessionRead, read_session
+from agent.core.typing_indicator import TypingIndicator
+from agent.errors import BackendError, BackendNotFound, BackendUnauthorized
 from agent.status import BackendStatus
 from agent.store import queries
-from agent.store.models import Channel, TrackedSession, Watch, database_proxy
+from agent.store.models import TrackedSession, database_proxy
 
 log = logging.getLogger(__name__)
 
-FIRST_SIGHT_TEXTS = 3
-IDLE_RECENT_SECONDS = 60.0
 RECENT_LIMIT = 20
 FULL_PAGE = 100
-TYPING_SECONDS = 4.5
-# A wall-clock jump this long between cycles (agent stopped, laptop asleep) means a gap:
-# chats get one digest per session instead of a flood.
-GAP_SECONDS = 300.0
-TERMINAL_RUN = frozenset({"completed", "failed", "canceled"})
-RUNNING_RUN = frozenset({"claimed", "running"})
-
-TypingHook = Callable[[Channel], Awaitable[None]]
+WINDOW_MARGIN = 5
+# Health must never be older than 2 x the listing interval, and at most 30 s.
+MAX_LISTING_SECONDS = 15.0
+WAITING_RECHECK_SECONDS = 60.0
+NEVER = math.inf
 
 
 class Notifier:
@@ -57,7 +64,7 @@ class Notifier:
         wake_delivery: Callable[[], None],
         *,
         button_providers: frozenset[str] = frozenset({"telegram"}),
-        typing: TypingHook | None = None,
+        typing: TypingIndicator | None = None,
         is_paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.backend = backend
@@ -68,300 +75,294 @@ class Notifier:
         self.button_providers = button_providers
         self.typing = typing
         self.is_paused = is_paused
+        self.feed = SessionFeed(ctx)
         self._wake = asyncio.Event()
-        self._due: dict[str, float] = {}
-        self._digest_pending = False
-        self._last_cycle_wall = time.time()
-        self._sleep_until = 0.0
-        # Sessions marked active by `follow` since the last check (cleared after each check).
-        self._followed_active: set[str] = set()
+        self._due: dict[str, float] = {"full": 0.0, "listing": 0.0}
+        # Any start is a gap: what chats missed meanwhile arrives as one digest each.
+        self._digest_pending = True
+        self._failing = False
+        # Sessions to read in the next cycle whatever their interval says.
+        self._check_now: set[str] = set()
+        # Sessions a prompt was just sent to (a new run may not show in the runs read yet).
+        self._prompted: set[str] = set()
+        self._waiting_until: dict[str, float] = {}
+        self._window = RECENT_LIMIT
+        self._listed: set[str] = set()
+        self._deep: set[str] = set()
+        # Followed sessions with a run going on (not only waiting in the queue).
+        self._running: list[str] = []
 
     # --- wiring ---
 
     def follow(self, session_id: str) -> None:
-        """A prompt was just sent to this session: follow it closely from now on."""
-        if session_id in self._followed_active:
-            return  # already followed closely (a burst of prompts costs one write)
-        self._followed_active.add(session_id)
+        """A prompt was just sent to this session (or a chat began following it)."""
+        self._prompted.add(session_id)
+        self._waiting_until.pop(session_id, None)
         TrackedSession.insert(session_id=session_id, active=True).on_conflict(
             conflict_target=[TrackedSession.session_id], update={TrackedSession.active: True}
         ).execute()
-        # Start following within one poll interval (not at once: a burst of prompts must
-        # not turn into a burst of fetches).
-        soon = time.monotonic() + self.poll.session_messages_interval
-        for job in ("active", "requests"):
-            self._due[job] = min(self._due.get(job, soon), soon)
-        if soon < self._sleep_until:
-            self._wake.set()
+        # Within one poll interval, not at once: a burst of prompts is one fetch.
+        self._pull_forward("active", self.poll.session_messages_interval)
+        self._pull_forward("requests", self.poll.session_messages_interval)
+        if session_id not in self._listed:
+            self._pull_forward("full", self.poll.session_messages_interval)
 
-    def note_gap_since(self, last_alive: float | None) -> None:
-        """At start: if the agent was away long, the first catch-up becomes a digest."""
-        if last_alive is not None and time.time() - last_alive > GAP_SECONDS:
-            self._digest_pending = True
+    def note_wake(self) -> None:
+        """The machine slept (or the clock jumped): catch up now, as one digest per chat."""
+        self._digest_pending = True
+        for job in ("full", "listing"):
+            self._due[job] = 0.0
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         stop_waiter = asyncio.create_task(stop.wait())
         stop_waiter.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
-                self._detect_sleep()
                 self._wake.clear()
                 await self._cycle()
-                self._last_cycle_wall = time.time()
-                delay = max(0.0, min(self._due.values()) - time.monotonic()) if self._due else 1.0
-                self._sleep_until = time.monotonic() + delay
+                delay = max(0.0, min(self._due.values()) - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600.0))
         finally:
             stop_waiter.cancel()
 
-    def _detect_sleep(self) -> None:
-        if time.time() - self._last_cycle_wall > GAP_SECONDS:
-            log.info(
-                "woke after %.0fs away: next catch-up is a digest",
-                time.time() - self._last_cycle_wall,
-            )
-            self._digest_pending = True
-            self._due = {}
-
     # --- scheduling ---
 
-    def _is_due(self, job: str, now: float) -> bool:
-        return self._due.get(job, 0.0) <= now
+    def _pull_forward(self, job: str, seconds: float) -> None:
+        soon = time.monotonic() + seconds
+        if soon < self._due.get(job, NEVER):
+            self._due[job] = soon
+            self._wake.set()
 
-    def _schedule(self, job: str, seconds: float) -> None:
-        self._due[job] = time.monotonic() + seconds
+    def _take(self, job: str, now: float, next_in: float) -> bool:
+        """Is `job` due? If so it is rescheduled first, so a failure can never make it spin."""
+        if self._due.get(job, NEVER) > now:
+            return False
+        self._due[job] = now + next_in
+        return True
+
+    @property
+    def listing_interval(self) -> float:
+        return min(self.poll.sessions_recent_interval, MAX_LISTING_SECONDS)
 
     async def _cycle(self) -> None:
         if self.is_paused():
-            self._schedule("paused", 1.0)
+            self._due["paused"] = time.monotonic() + 1.0
             return
         self._due.pop("paused", None)
         now = time.monotonic()
         responses_before = self.backend.responses
-        followed = queries.followed_session_ids()
         try:
-            if self._is_due("full", now) or self._digest_pending:
-                await self._full_listing(followed)
-                self._schedule("full", self.poll.sessions_full_interval)
-            was_active = bool(active_sessions(followed))
-            if self._is_due("recent", now):
-                await self._recent_listing(followed)
-            active = active_sessions(followed)
-            if active and not was_active:  # a listing revealed activity: look at it now
-                self._due["active"] = self._due["requests"] = now
-            idle = max(IDLE_RECENT_SECONDS, self.poll.sessions_recent_interval)
-            if self._is_due("recent", now):
-                self._schedule("recent", self.poll.sessions_recent_interval if active else idle)
-            # Jobs are rescheduled even when they had nothing to do (a due time left in the
-            # past would make the loop spin); while idle they wait long, `follow` and the
-            # listings above pull them forward when something starts.
-            if self._is_due("active", now):
-                self._followed_active.clear()
-                await self._check_sessions(active)
-                self._schedule("active", self.poll.session_messages_interval if active else idle)
-            open_prompts = prompts.open_prompt_count()
-            if self._is_due("requests", now):
-                if active or open_prompts:
-                    await self._check_input_requests(followed)
-                busy = active or open_prompts
-                self._schedule("requests", self.poll.user_input_interval if busy else idle)
-            if self._is_due("typing", now):
-                await self._show_typing()
-                self._schedule("typing", TYPING_SECONDS if active else idle)
+            followed = queries.followed_session_ids()
+            if self._failing:
+                # An outage costs one listing per interval, nothing more.
+                if not self._take("listing", now, self.listing_interval):
+                    return
+                await self._listing(followed)
+                self._failing = False
+            if self._take("full", now, self.poll.sessions_full_interval):
+                try:
+                    await self._full_pass(followed)
+                except BackendError:
+                    self._due["full"] = 0.0  # right after the backend is back
+                    raise
+            if self._take("listing", now, self.listing_interval):
+                await self._listing(followed)
+            await self._check_sessions(followed, now)
+            await self._check_requests(followed, now)
+            self._schedule_typing(now)
+        except BackendUnauthorized as exc:
+            if not self.backend_status.unauthorized:
+                log.warning("backend refuses the agent (401): set BACKEND_INTERNAL_TOKEN (%s)", exc)
+            self.backend_status.refused_auth()
+            self._failing = True
+            return
         except BackendError as exc:
+            if not self._failing:
+                log.warning("backend poll failed: %s", exc)
             self.backend_status.failed(str(exc)[:200])
-            log.warning("backend poll failed: %s", exc)
-            self._back_off()
+            self._failing = True
             return
         except Exception:
-            # A bug or a store error must not stop notifications for good: log, wait, retry.
+            # A bug or a store error must not stop notifications for good: log, go on.
             log.exception("notifier cycle failed")
-            self._back_off()
             return
-        self._digest_pending = False
         if self.backend.responses > responses_before:  # only an answer proves reachability
             self.backend_status.ok()
 
-    def _back_off(self) -> None:
-        for job in ("active", "requests", "recent"):
-            self._schedule(job, max(self.poll.session_messages_interval, 5.0))
+    def _schedule_typing(self, now: float) -> None:
+        if self.typing is not None and self.typing.tick():
+            self._due["typing"] = now + max(self.typing.due_in(), 0.5)
+        else:
+            self._due.pop("typing", None)
 
-    # --- listings: notice what changed without fetching ended sessions ---
+    # --- listings: notice what changed without reading finished sessions ---
 
-    async def _recent_listing(self, followed: set[str]) -> None:
+    async def _listing(self, followed: set[str]) -> None:
+        limit = self._window if followed else 1  # nothing followed: a cheap health probe
+        sessions = await self.backend.list_sessions(limit=limit, kind="all")
         if not followed:
             return
-        sessions = await self.backend.list_sessions(limit=RECENT_LIMIT, kind="all")
+        seen = {s.session_id for s in sessions} & followed
         self._note_listing(sessions, followed)
+        dropped = self._listed - seen - self._deep
+        if dropped and limit < FULL_PAGE:
+            # Newer sessions pushed a followed one out of the window: widen it, look again.
+            self._window = min(FULL_PAGE, limit + len(dropped) + WINDOW_MARGIN)
+            self._due["listing"] = 0.0
+        self._listed = seen | (self._listed & dropped)
 
-    async def _full_listing(self, followed: set[str]) -> None:
-        missing = set(followed)
-        offset = 0
-        while missing:
-            page = await self.backend.list_sessions(limit=FULL_PAGE, offset=offset, kind="all")
-            self._note_listing(page, followed)
-            missing -= {s.session_id for s in page}
-            if len(page) < FULL_PAGE:
-                break
-            offset += FULL_PAGE
-        # Absent from every page: deleted, or the pages shifted under us. Ask to be sure.
-        for session_id in missing:
+    async def _full_pass(self, followed: set[str]) -> None:
+        if not followed:
+            return
+        sessions = await self.backend.list_sessions(limit=FULL_PAGE, kind="all")
+        self._note_listing(sessions, followed)
+        depth = {s.session_id: i for i, s in enumerate(sessions) if s.session_id in followed}
+        deepest = max(depth.values(), default=0)
+        self._window = max(RECENT_LIMIT, min(FULL_PAGE, deepest + 1 + WINDOW_MARGIN))
+        self._listed = set(depth)
+        self._deep = followed - set(depth)
+        # Older than the 100 newest: one lookup each (cheaper than paging through history).
+        for session_id in sorted(self._deep):
             try:
-                await self.backend.get_session(session_id)
+                session = await self.backend.get_session(session_id)
             except BackendNotFound:
                 log.info("session %s is gone; no longer followed", session_id)
                 queries.forget_session(session_id)
+                continue
+            self._note_listing([session], followed)
 
     def _note_listing(self, sessions: Iterable[Session], followed: set[str]) -> None:
         for session in sessions:
             if session.session_id not in followed:
                 continue
-            tracked = tracked_session(session.session_id)
-            changed = (tracked.status, tracked.updated_at) != (session.status, session.updated_at)
-            # On first sight only a live status counts: a newly followed session is checked
-            # anyway, so a finished one need not be fetched again.
-            reactivated = changed and (
-                tracked.updated_at != "" or session.status not in TERMINAL_RUN
-            )
-            if changed or session.title != tracked.title:
-                TrackedSession.update(
-                    status=session.status,
-                    updated_at=session.updated_at,
-                    title=session.title or "",
-                    active=tracked.active or reactivated,
-                ).where(TrackedSession.session_id == session.session_id).execute()
-
-    # --- one active session: runs, then messages, then notify ---
-
-    async def _check_sessions(self, active: list[TrackedSession]) -> None:
-        """Fetch each active session; after a gap, all first, so each chat gets one digest."""
-        fetched: list[_Fetched] = []
-        for tracked in active:
-            result = await self._fetch(tracked)
-            if result is None:
+            tracked, created = TrackedSession.get_or_create(session_id=session.session_id)
+            known = (tracked.status, tracked.updated_at)
+            changed = (session.status, session.updated_at) != known
+            first_sight = created or tracked.updated_at == ""
+            if not changed and session.title == tracked.title:
                 continue
-            if self._digest_pending:
-                fetched.append(result)
-            else:
-                self._apply([result])
-        if fetched:
-            self._apply(fetched)
+            tracked.status = session.status
+            tracked.updated_at = session.updated_at
+            tracked.title = session.title or ""
+            if changed and not first_sight:
+                # Moved since we last looked (a run started in the web UI, a schedule...):
+                # read it now, unless it is already read at every interval.
+                if not tracked.active or session.session_id in self._waiting_until:
+                    self._check_now.add(session.session_id)
+                tracked.active = True
+                self._waiting_until.pop(session.session_id, None)
+            elif first_sight and session.status not in TERMINAL_RUN_STATUSES:
+                tracked.active = True
+            tracked.save()
 
-    async def _fetch(self, tracked: TrackedSession) -> _Fetched | None:
-        """Runs first, then messages: a run that ended has all its texts in the second read."""
-        session_id = tracked.session_id
+    # --- reading sessions ---
+
+    def _active_ids(self, followed: set[str]) -> list[str]:
+        rows = TrackedSession.select(TrackedSession.session_id).where(
+            TrackedSession.active & TrackedSession.session_id.in_(list(followed))
+        )
+        return [row.session_id for row in rows]
+
+    def _is_waiting(self, session_id: str, now: float) -> bool:
+        return self._waiting_until.get(session_id, 0.0) > now
+
+    async def _check_sessions(self, followed: set[str], now: float) -> None:
+        interval_due = self._take("active", now, self.poll.session_messages_interval)
+        check_now, self._check_now = self._check_now, set()
+        prompted, self._prompted = self._prompted, set()
+        chosen = [
+            session_id
+            for session_id in self._active_ids(followed)
+            if session_id in check_now
+            or self._digest_pending
+            or (interval_due and not self._is_waiting(session_id, now))
+        ]
+        digest = DigestBook() if self._digest_pending else None
+        reads: list[SessionRead] = []
         try:
-            run, run_count = await self.backend.latest_run(session_id, known_runs=tracked.run_count)
-            if (
-                run is not None
-                and _still_waiting(run, tracked)
-                and not queries.has_new_watcher(session_id)
-            ):
-                # Queued and unchanged (no executor free yet): nothing can have been said.
-                return _Fetched(tracked, run, run_count, None)
-            messages = await self.backend.list_messages(
-                session_id, known_count=tracked.message_count
-            )
-        except BackendNotFound:
-            queries.forget_session(session_id)
-            return None
-        return _Fetched(tracked, run, run_count, messages)
+            for session_id in chosen:
+                tracked = tracked_session(session_id)
+                try:
+                    read = await read_session(self.backend, tracked)
+                except BackendNotFound:
+                    log.info("session %s is gone; no longer followed", session_id)
+                    queries.forget_session(session_id)
+                    continue
+                if digest is None:
+                    self._apply([read], None, prompted, now)
+                else:
+                    reads.append(read)
+        except BaseException:
+            self._check_now |= check_now  # not lost: looked at again once the backend answers
+            self._prompted |= prompted
+            raise
+        if digest is not None:
+            self._apply(reads, digest, prompted, now)
+            self._digest_pending = False
+        self._reschedule_active(followed, now)
 
-    def _apply(self, results: list[_Fetched]) -> None:
+    def _reschedule_active(self, followed: set[str], now: float) -> None:
+        """Next read: one interval away while a run goes on, else when a wait is over."""
+        active = self._active_ids(followed)
+        self._running = [s for s in active if not self._is_waiting(s, now)]
+        if self._running:
+            next_due = now + self.poll.session_messages_interval
+        else:
+            next_due = min(
+                (self._waiting_until[s] for s in active if s in self._waiting_until), default=NEVER
+            )
+        current = self._due.get("active", NEVER)
+        self._due["active"] = min(current, next_due) if current > now else next_due
+
+    def _apply(
+        self,
+        reads: list[SessionRead],
+        digest: DigestBook | None,
+        prompted: set[str],
+        now: float,
+    ) -> None:
         """Outbox rows and the cursors that say so, in one transaction."""
-        digests: dict[int, tuple[Channel, list[notices.DigestEntry]]] = {}
         with database_proxy.atomic():
-            for result in results:
-                tracked, run = result.tracked, result.run
-                messages = result.messages if result.messages is not None else []
-                session_id = tracked.session_id
-                texts = visible_texts(messages)
-                max_id = max((m.id for m in messages), default=tracked.max_message_id)
-                message_count = (
-                    len(messages) if result.messages is not None else (tracked.message_count)
-                )
-                label = notices.session_label(tracked.title, session_id)
-                for watch in queries.watches_of(session_id):
-                    if self._digest_pending:
-                        entry = self._digest_entry(watch, label, run, texts, max_id)
-                        if entry is not None:
-                            digests.setdefault(watch.channel_id, (watch.channel, []))[1].append(
-                                entry
-                            )
-                    else:
-                        self._enqueue_texts(watch, label, texts, max_id)
-                        self._enqueue_run_end(watch, label, run)
-                TrackedSession.update(
-                    latest_run_id=run.run_id if run else "",
-                    latest_run_status=run.status if run else "",
-                    latest_run_error=(run.last_error or "") if run else "",
-                    run_count=result.run_count,
-                    message_count=message_count,
-                    max_message_id=max_id,
-                    # A prompt sent while we fetched (follow()) keeps it active: its new run
-                    # may not have shown in the runs we read.
-                    active=(run is not None and run.status not in TERMINAL_RUN)
-                    or session_id in self._followed_active,
-                    checked_at=time.time(),
-                ).where(TrackedSession.session_id == session_id).execute()
-            for channel, entries in digests.values():
-                queries.enqueue(
-                    channel,
-                    notices.digest(self.ctx, entries),
-                    dedup_key=f"digest:{time.time():.0f}",
-                )
+            for read in reads:
+                self.feed.apply(read, digest)
+                self._after_read(read, prompted, now)
+            if digest is not None:
+                stamp = f"{time.time():.0f}"
+                for channel, entries in digest.entries.values():
+                    message = notices.digest(self.ctx, entries)
+                    queries.enqueue(channel, message, dedup_key=f"digest:{stamp}")
         self.wake_delivery()
 
-    def _enqueue_texts(
-        self, watch: Watch, label: str, texts: list[tuple[int, str]], max_id: int
-    ) -> None:
-        if watch.message_cursor is None:
-            new = texts[-FIRST_SIGHT_TEXTS:]
-        else:
-            new = [(mid, text) for mid, text in texts if mid > watch.message_cursor]
-        channel = watch.channel
-        for message_id, text in new:
-            queries.enqueue(
-                channel,
-                notices.assistant_text(self.ctx, label, text),
-                dedup_key=f"msg:{watch.session_id}:{message_id}",
-            )
-        if watch.message_cursor != max_id:
-            Watch.update(message_cursor=max_id).where(Watch.id == watch.id).execute()
-
-    def _enqueue_run_end(self, watch: Watch, label: str, run: Run | None) -> None:
-        if run is None or run.status not in TERMINAL_RUN or watch.notified_run_id == run.run_id:
+    def _after_read(self, read: SessionRead, prompted: set[str], now: float) -> None:
+        tracked, latest = read.tracked, read.latest_run
+        session_id = tracked.session_id
+        if session_id in prompted or session_id in self._prompted:
+            # A prompt sent while we read: its run may not have shown yet.
+            if not tracked.active:
+                tracked.active = True
+                tracked.save()
             return
-        message = notices.run_ended(
-            self.ctx, label, watch.session_id, run.status, run.last_error or ""
-        )
-        queries.enqueue(watch.channel, message, dedup_key=f"run:{run.run_id}:{run.status}")
-        Watch.update(notified_run_id=run.run_id).where(Watch.id == watch.id).execute()
-
-    def _digest_entry(
-        self, watch: Watch, label: str, run: Run | None, texts: list[tuple[int, str]], max_id: int
-    ) -> notices.DigestEntry | None:
-        """What the chat missed of this session (None: nothing), cursors moved past it."""
-        unseen = watch.message_cursor is None or any(m > watch.message_cursor for m, _ in texts)
-        ended_unseen = (
-            run is not None and run.status in TERMINAL_RUN and (watch.notified_run_id != run.run_id)
-        )
-        entry = None
-        if unseen or ended_unseen:
-            status = run.status if run else "?"
-            entry = notices.DigestEntry(label, status, texts[-1][1] if texts else "")
-        Watch.update(
-            message_cursor=max_id,
-            notified_run_id=run.run_id
-            if run and run.status in TERMINAL_RUN
-            else watch.notified_run_id,
-        ).where(Watch.id == watch.id).execute()
-        return entry
+        if (
+            tracked.active
+            and latest is not None
+            and latest.status == RUN_QUEUED
+            and not any(run.status in ACTIVE_RUN_STATUSES for run in read.runs)
+        ):
+            # Only waiting for an executor: the listing shows when it starts.
+            self._waiting_until[session_id] = now + WAITING_RECHECK_SECONDS
+        else:
+            self._waiting_until.pop(session_id, None)
 
     # --- input requests ---
 
-    async def _check_input_requests(self, followed: set[str]) -> None:
+    async def _check_requests(self, followed: set[str], now: float) -> None:
+        if not self._running and not prompts.open_prompt_count():
+            self._due.pop("requests", None)
+            return
+        if not self._take("requests", now, self.poll.user_input_interval):
+            return
         requests = await self.backend.list_input_requests()
         live = {
             r.id: r for r in requests if r.session_id in followed and not r.is_expired(time.time())
@@ -385,51 +386,7 @@ class Notifier:
                 buttons=watch.channel.provider in self.button_providers,
             )
 
-    # --- typing indicator for chats bound to a running session ---
-
-    async def _show_typing(self) -> None:
-        if self.typing is None:
-            return
-        for channel in queries.channels_bound_to_runs(RUNNING_RUN):
-            await self.typing(channel)
-
-
-@dataclass(frozen=True)
-class _Fetched:
-    tracked: TrackedSession
-    run: Run | None
-    run_count: int
-    messages: list[Message] | None  # None: not fetched, nothing can have changed
-
-
-def _still_waiting(run: Run, tracked: TrackedSession) -> bool:
-    return run.status == "queued" and (tracked.latest_run_id, tracked.latest_run_status) == (
-        run.run_id,
-        "queued",
-    )
-
 
 def tracked_session(session_id: str) -> TrackedSession:
     tracked, _ = TrackedSession.get_or_create(session_id=session_id)
     return tracked
-
-
-def active_sessions(followed: set[str]) -> list[TrackedSession]:
-    return list(
-        TrackedSession.select().where(
-            TrackedSession.active & TrackedSession.session_id.in_(list(followed))
-        )
-    )
-
-
-def visible_texts(messages: Iterable[Message]) -> list[tuple[int, str]]:
-    """(id, text) of what a chat should read, the final result not repeating the last text."""
-    texts: list[tuple[int, str]] = []
-    for message in messages:
-        text = message.assistant_text()
-        if not text:
-            continue
-        if message.is_result and texts and texts[-1][1].strip() == text.strip():
-            continue
-        texts.append((message.id, text))
-    return texts

@@ -1,29 +1,32 @@
-"""Input requests shown in chats, and answers without JSON: buttons, replies, numbers, words.
+"""Input requests shown in chats: open once per (request, chat), closed once answered or
+expired, and what became of them (how the chats answer is in `answers`).
 
-A prompt is shown once per (request, chat). Buttons (Telegram) carry `ans`/`tog`/`sub`/`plan`
-actions; a reply to the prompt message is a free-text answer; elsewhere (DingTalk) a reply
-with the option number or label, or an approve/reject word, answers the chat's newest open
-prompt. Once a request is answered anywhere, every chat's prompt says so.
+Once a request is answered anywhere, every chat's prompt says so, and a late answer to it
+is told so ("already answered" by whom, or "expired") instead of reaching the session as a
+prompt: through its button or a reply to it for as long as the prompt is stored, as a bare
+number or word for a while after it closed (`PromptClosure`).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from agent.backend.models import InputRequest
 from agent.chats.base import OutboundMessage
-from agent.core import notices
-from agent.core.notices import PLAN_TOOL, NoticeContext
+from agent.core import i18n, notices
+from agent.core.notices import NoticeContext
 from agent.store import queries
-from agent.store.models import Channel, InputPrompt, Outbox, TrackedSession
+from agent.store.models import Channel, InputPrompt, PromptClosure, TrackedSession
 
-APPROVE_WORDS = frozenset({"approve", "approved", "yes", "y", "ok", "批准", "同意", "是", "好"})
-REJECT_WORDS = frozenset({"reject", "rejected", "no", "n", "deny", "拒绝", "不同意", "否", "不"})
-_NUMBERS = re.compile(r"^\s*\d+(\s*[,，、\s]\s*\d+)*\s*$")
+CLOSED = ("answered", "expired")
+# A bare number or word still answers a closed prompt (with "already answered"/"expired")
+# this long after it closed: the chat may not have seen it close (answered in the web UI,
+# in another chat, or expired meanwhile) ...
+LATE_SECONDS = 30 * 60
+# ... and this long when this chat answered it itself, which it saw: past that, "ok" more
+# likely answers what the agent wrote since than the old prompt.
+LATE_HERE_SECONDS = 120
 
 
 def prompt_key(request_id: str) -> str:
@@ -84,11 +87,15 @@ def close_prompt(
     answer: str = "",
     *,
     answered_here: bool = False,
+    answered_by: Channel | None = None,
 ) -> None:
-    """Mark closed and tell the chat: edit the prompt where possible, else a short line."""
+    """Mark closed and tell the chat: edit the prompt where possible, else a short line
+    (none when `answered_here`: the chat's reply says it). `answered_by` is the chat that
+    answered it through the agent (None: the web UI or elsewhere)."""
     InputPrompt.update(state=state).where(InputPrompt.id == prompt.id).execute()
     if state == "dropped":
         return
+    _record_closure(prompt, answered_by)
     channel = prompt.channel
     request = request_of(prompt)
     label = notices.session_label("", prompt.session_id)
@@ -123,155 +130,94 @@ def close_request_everywhere(
             button_providers,
             answer,
             answered_here=answered_in is not None and prompt.channel_id == answered_in.id,
+            answered_by=answered_in,
         )
+    if answered_in is not None:
+        # The notifier may have seen the request leave the pending list (and closed its
+        # prompts as answered elsewhere) while our answer was on its way: it was ours.
+        answered = InputPrompt.select(InputPrompt.id).where(
+            (InputPrompt.request_id == request_id) & (InputPrompt.state == "answered")
+        )
+        PromptClosure.update(answered_by=answered_in).where(
+            PromptClosure.answered_by.is_null() & PromptClosure.prompt.in_(answered)
+        ).execute()
 
 
 def request_of(prompt: InputPrompt) -> InputRequest:
     return InputRequest.from_api(json.loads(prompt.request))
 
 
-# --- answers ---
+def _record_closure(prompt: InputPrompt, answered_by: Channel | None) -> None:
+    closure = PromptClosure.get_or_none(PromptClosure.prompt == prompt.id)
+    if closure is None:
+        PromptClosure.create(prompt=prompt.id, answered_by=answered_by)
+    elif answered_by is not None and closure.answered_by_id is None:
+        closure.answered_by = answered_by
+        closure.save()
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What to post, or what to tell the chat instead (`reply`) when not ready to post."""
-
-    prompt: InputPrompt
-    answers: dict[str, str] | None = None
-    summary: str = ""
-    reply: str = ""
-    refresh: OutboundMessage | None = None
+# --- late answers ---
 
 
-def answer_from_button(channel: Channel, data: str, ctx: NoticeContext) -> Answer | None:
-    """Interpret a button press; None when the data is not ours or the prompt is unknown."""
-    parts = data.split(":")
-    try:
-        action, prompt_id, numbers = parts[0], int(parts[1]), [int(p) for p in parts[2:]]
-    except (IndexError, ValueError):
-        return None
-    prompt = InputPrompt.get_or_none(
-        (InputPrompt.id == prompt_id) & (InputPrompt.channel == channel)
+def late_state(prompt: InputPrompt, request: InputRequest, now: float) -> str:
+    """'answered' or 'expired' for a prompt that takes no answer any more, else ''."""
+    if prompt.state in CLOSED:
+        return str(prompt.state)
+    if prompt.state == "open" and request.is_expired(now):
+        return "expired"  # the notifier closes it at its next look
+    return ""
+
+
+def late_reply(
+    prompt: InputPrompt, state: str, channel: Channel, ctx: NoticeContext, via: str
+) -> str:
+    """What a late answer gets: by whom it was answered, or that it expired, and (for a
+    reply or a typed answer) how to send the text to the session instead."""
+    if state == "expired":
+        text = ctx.t("late.expired")
+    else:
+        text = ctx.t("late.answered", by=_answered_by(prompt, channel, ctx))
+    hint = {"reply": "late.hint_reply", "text": "late.hint_text"}.get(via)
+    return f"{text}\n{ctx.t(hint)}" if hint else text
+
+
+def _answered_by(prompt: InputPrompt, channel: Channel, ctx: NoticeContext) -> str:
+    closure = PromptClosure.get_or_none(PromptClosure.prompt == prompt.id)
+    by = closure.answered_by if closure is not None and closure.answered_by_id else None
+    if by is None:
+        return ctx.t("late.by_web")
+    if by.id == channel.id:
+        return ctx.t("late.by_here")
+    provider = f"provider.{by.provider}"
+    name = ctx.t(provider) if provider in i18n.TEXTS["en"] else by.provider
+    return ctx.t("late.by_chat", provider=name, name=by.title or by.chat_id)
+
+
+def recently_closed(channel: Channel, now: float) -> list[tuple[InputPrompt, str]]:
+    """The chat's prompts that closed lately, newest first, with their state: a bare
+    number or word matching one of them is a late answer."""
+    closures = (
+        PromptClosure.select(PromptClosure, InputPrompt)
+        .join(InputPrompt)
+        .where(
+            (InputPrompt.channel == channel)
+            & InputPrompt.state.in_(CLOSED)
+            & PromptClosure.matchable
+            & (PromptClosure.closed_at >= now - LATE_SECONDS)
+        )
+        .order_by(PromptClosure.closed_at.desc(), PromptClosure.id.desc())
     )
-    if prompt is None:
-        return None
-    request = request_of(prompt)
-    if action == "plan" and numbers:
-        return _plan_answer(prompt, approved=numbers[0] == 1, ctx=ctx)
-    selected = {tuple(pair) for pair in json.loads(prompt.selected)}
-    if action in {"ans", "tog"} and len(numbers) == 2:
-        qi, oi = numbers
-        if not _valid(request, qi, oi):
-            return None
-        if action == "ans":
-            selected = {pair for pair in selected if pair[0] != qi} | {(qi, oi)}
-        else:
-            selected ^= {(qi, oi)}
-        _save_selection(prompt, selected)
-        if action == "tog" or not _complete(request, selected):
-            label = notices.session_label("", prompt.session_id)
-            refresh = notices.input_prompt(
-                ctx, label, prompt.id, request, buttons=True, selected=frozenset(selected)
-            )
-            return Answer(prompt, refresh=refresh)
-        return _question_answer(prompt, request, selected)
-    if action == "sub":
-        if not _complete(request, selected):
-            return Answer(prompt, reply=ctx.t("answer.pick_first"))
-        return _question_answer(prompt, request, selected)
-    return None
+    return [
+        (closure.prompt, str(closure.prompt.state))
+        for closure in closures
+        if closure.answered_by_id != channel.id or closure.closed_at >= now - LATE_HERE_SECONDS
+    ]
 
 
-def answer_from_reply(channel: Channel, reply_to: str, text: str) -> Answer | None:
-    """A reply to a prompt message: free text answers its (first) question."""
-    row = Outbox.get_or_none(
-        (Outbox.channel == channel)
-        & (Outbox.platform_message_id == reply_to)
-        & Outbox.dedup_key.startswith("ui:")
-    )
-    if row is None:
-        return None
-    prompt = InputPrompt.get_or_none(
-        (InputPrompt.request_id == str(row.dedup_key).removeprefix("ui:"))
-        & (InputPrompt.channel == channel)
-    )
-    if prompt is None:
-        return None
-    request = request_of(prompt)
-    if request.tool_name == PLAN_TOOL:
-        word = text.strip().lower()
-        if word in APPROVE_WORDS or word in REJECT_WORDS:
-            return Answer(
-                prompt, {"approved": "true" if word in APPROVE_WORDS else "false"}, summary=word
-            )
-        return None
-    if not request.questions:
-        return None
-    answers = {request.questions[0].question: text.strip()}
-    for question in request.questions[1:]:
-        answers.setdefault(question.question, "")
-    return Answer(prompt, answers, summary=text.strip()[:100])
-
-
-def answer_from_text(channel: Channel, text: str, ctx: NoticeContext) -> Answer | None:
-    """A plain reply in a chat with an open prompt: option numbers/labels or a plan word."""
-    prompt = (
-        InputPrompt.select()
-        .where((InputPrompt.channel == channel) & (InputPrompt.state == "open"))
-        .order_by(InputPrompt.id.desc())
-        .first()
-    )
-    if prompt is None:
-        return None
-    request = request_of(prompt)
-    if request.is_expired(time.time()):
-        return None
-    word = text.strip().lower().strip("。.!！")
-    if request.tool_name == PLAN_TOOL:
-        if word in APPROVE_WORDS or word in REJECT_WORDS:
-            return _plan_answer(prompt, approved=word in APPROVE_WORDS, ctx=ctx)
-        return None
-    if len(request.questions) != 1:
-        return None
-    question = request.questions[0]
-    labels = [option.label for option in question.options]
-    if _NUMBERS.match(text):
-        picks = [int(n) - 1 for n in re.findall(r"\d+", text)]
-        if not picks or any(not 0 <= p < len(labels) for p in picks):
-            return None
-        if len(picks) > 1 and not question.multi_select:
-            return None
-        return _question_answer(prompt, request, {(0, p) for p in picks})
-    for index, label in enumerate(labels):
-        if label.strip().lower() == word:
-            return _question_answer(prompt, request, {(0, index)})
-    return None
-
-
-def _plan_answer(prompt: InputPrompt, *, approved: bool, ctx: NoticeContext) -> Answer:
-    summary = ctx.t("answer.approved" if approved else "answer.rejected")
-    return Answer(prompt, {"approved": "true" if approved else "false"}, summary=summary)
-
-
-def _question_answer(
-    prompt: InputPrompt, request: InputRequest, selected: set[tuple[int, int]]
-) -> Answer:
-    answers: dict[str, str] = {}
-    for qi, question in enumerate(request.questions):
-        labels = [question.options[oi].label for q, oi in sorted(selected) if q == qi]
-        answers[question.question] = ", ".join(labels)
-    return Answer(prompt, answers, summary="; ".join(v for v in answers.values() if v))
-
-
-def _valid(request: InputRequest, qi: int, oi: int) -> bool:
-    return 0 <= qi < len(request.questions) and 0 <= oi < len(request.questions[qi].options)
-
-
-def _complete(request: InputRequest, selected: set[tuple[int, int]]) -> bool:
-    return all(any(q == qi for q, _ in selected) for qi in range(len(request.questions)))
-
-
-def _save_selection(prompt: InputPrompt, selected: set[tuple[int, int]]) -> None:
-    prompt.selected = json.dumps(sorted(selected))
-    InputPrompt.update(selected=prompt.selected).where(InputPrompt.id == prompt.id).execute()
+def chat_moved_on(channel: Channel) -> None:
+    """The chat sent something that was no answer: from now on a bare number or word is
+    about the conversation, not about the prompts that closed before."""
+    mine = InputPrompt.select(InputPrompt.id).where(InputPrompt.channel == channel)
+    matchable = PromptClosure.matchable & PromptClosure.prompt.in_(mine)
+    if PromptClosure.select().where(matchable).exists():  # no write lock for nothing
+        PromptClosure.update(matchable=False).where(matchable).execute()

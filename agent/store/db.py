@@ -8,7 +8,15 @@ from pathlib import Path
 import peewee
 
 from agent.errors import StoreError
-from agent.store.models import ALL_MODELS, Inbound, Meta, Outbox, database_proxy
+from agent.store.models import (
+    ALL_MODELS,
+    Inbound,
+    InputPrompt,
+    Meta,
+    Outbox,
+    PromptClosure,
+    database_proxy,
+)
 
 SCHEMA_VERSION = 1
 # Done journal rows and sent outbox rows older than this are deleted: the cursors keep
@@ -59,7 +67,8 @@ def _migrate(db: peewee.SqliteDatabase) -> None:
 
 
 def prune(now: float | None = None) -> int:
-    """Delete old handled journal rows and delivered outbox rows; return how many."""
+    """Delete old handled journal rows, delivered outbox rows and closed input prompts;
+    return how many."""
     cutoff = (time.time() if now is None else now) - RETENTION_SECONDS
     removed = (
         Inbound.delete()
@@ -68,6 +77,20 @@ def prune(now: float | None = None) -> int:
     )
     removed += (
         Outbox.delete().where((Outbox.status != "pending") & (Outbox.created_at < cutoff)).execute()
+    )
+    # A closed prompt lives as long as its message's outbox row, so that a reply to that
+    # message is still known for an answer to it (told "already answered", never a prompt).
+    closed_lately = PromptClosure.select(PromptClosure.prompt).where(
+        PromptClosure.closed_at >= cutoff
+    )
+    removed += (
+        InputPrompt.delete()
+        .where(
+            (InputPrompt.state != "open")
+            & (InputPrompt.created_at < cutoff)
+            & InputPrompt.id.not_in(closed_lately)
+        )
+        .execute()
     )
     return int(removed)
 

@@ -186,11 +186,29 @@ class InputPrompt(BaseModel):
     session_id = peewee.CharField()
     request = peewee.TextField()  # the request JSON as the backend listed it
     selected = peewee.TextField(default="[]")
-    state = peewee.CharField(default="open")  # open | answered | expired
+    state = peewee.CharField(default="open")  # open | answered | expired | dropped
     created_at = peewee.FloatField(default=now)
 
     class Meta:
         indexes = ((("request_id", "channel"), True),)
+
+
+class PromptClosure(BaseModel):
+    """When and how a prompt closed (answered or expired), so that a late answer to it is
+    told so instead of reaching the session as a prompt. Its own table: no migration."""
+
+    prompt_id: int
+    answered_by_id: int | None
+
+    prompt = peewee.ForeignKeyField(InputPrompt, unique=True, on_delete="CASCADE")
+    closed_at = peewee.FloatField(default=now, index=True)
+    # The chat that answered it through the agent; None: the web UI or elsewhere.
+    answered_by = peewee.ForeignKeyField(
+        Channel, null=True, on_delete="SET NULL", backref="answered_prompts"
+    )
+    # False once the chat moved on (sent a message that was no answer): a bare "1" or
+    # "ok" then means something else.
+    matchable = peewee.BooleanField(default=True)
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -203,5 +221,6 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Outbox,
     Pairing,
     InputPrompt,
+    PromptClosure,
     Intent,
 )

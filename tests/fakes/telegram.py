@@ -162,6 +162,7 @@ class FakeTelegram:
         self._failures: dict[str, list[tuple[int, int | None, str | None]]] = {}
         self._failures_after: dict[str, int] = {}
         self._drops: dict[str, int] = {}
+        self._method_delays: dict[str, float] = {}
         self._poll_generation = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -330,10 +331,20 @@ class FakeTelegram:
                     params[key] = int(value)
         return params
 
+    def set_method_delay(self, method: str, seconds: float) -> None:
+        """Make every call of `method` answer `seconds` late (a slow Telegram)."""
+        self._method_delays[method.lower()] = seconds
+
+    @property
+    def chat_actions(self) -> list[dict[str, Any]]:
+        return [params for method, params, _ in self.calls if method.lower() == "sendchataction"]
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params, time.monotonic()))
+        if self._method_delays.get(method.lower()):
+            await asyncio.sleep(self._method_delays[method.lower()])
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
