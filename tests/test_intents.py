@@ -291,3 +291,44 @@ async def test_a_follow_up_queued_behind_the_running_run_is_not_queued_twice(
         assert "Queued" in reply and "1 waiting" in reply
     else:
         assert texts_to(telegram_api, CHAT) == []
+
+
+async def test_a_lost_answer_at_runtime_is_settled_before_the_next_message(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    """A proxy's bare 502 for POST /tasks: the prompt may or may not be there. The agent
+    looks (the "yes" typed earlier in the web UI is not it) and sends it once; the chat's
+    next message waits until then."""
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    session_id = poco.create_session(prompt="start", status="completed")
+    async with run_agent(env):
+        telegram_api.inject_message(CHAT, f"/connect {session_id}")
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 1, 10)
+        poco.post_task_from_web("yes", session_id)
+        poco.fail_next(502, path_prefix="/tasks", body="<html>Bad Gateway</html>")
+        telegram_api.inject_message(CHAT, "yes")
+        telegram_api.inject_message(CHAT, "/link")
+        await telegram_api.wait_for(
+            lambda f: any(t.startswith("🔗 http") for t in texts_to(f, CHAT)), 15
+        )
+        assert backend_prompts(poco, session_id) == ["start", "yes", "yes"]
+    assert not any(
+        IN_DOUBT in text or "cannot be reached" in text for text in texts_to(telegram_api, CHAT)
+    )
+
+
+async def test_an_answer_that_timed_out_is_found_not_sent_again(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    """The backend created the task but its answer came after the agent's timeout."""
+    env = agent_environment(
+        data_dir, telegram=telegram_api, poco=poco, POLL_HTTP_TIMEOUT_SECONDS="1"
+    )
+    async with run_agent(env):
+        poco.hold_tasks(create=True)
+        telegram_api.inject_message(CHAT, "/new Write a poem")
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 1, 15)
+        poco.release_tasks()
+    [session_id] = sessions_starting_with(poco, "Write a poem")
+    [reply] = texts_to(telegram_api, CHAT)
+    assert "Session created" in reply and session_id in reply

@@ -10,7 +10,7 @@ import pytest
 
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.errors import StoreError
-from agent.store import db, queries
+from agent.store import db, intents, queries
 from agent.store.models import Inbound, Meta, Outbox
 
 
@@ -77,3 +77,20 @@ def test_prune_removes_only_old_finished_rows(store: Path) -> None:
     assert db.prune(now=later) == 2
     assert [r.key for r in Inbound.select()] == ["telegram:2"]
     assert [queries.outbox_message(r).text for r in Outbox.select()] == ["still pending"]
+
+
+def test_intents_are_pruned_once_old_and_their_message_handled(store: Path) -> None:
+    rows = queries.record_inbound([message(f"k{n}") for n in range(3)])
+    channel = queries.channel_for(message("k0"))
+    old_done, old_open, recent = (intents.record(r.key, channel, "hi") for r in rows)
+    queries.mark_inbound(rows[0], "done")
+    queries.mark_inbound(rows[1], "started")  # still to be settled: kept however old
+    queries.mark_inbound(rows[2], "done")
+    intents.mark_sent(old_done, "s1")
+    later = time.time() + intents.RETENTION_SECONDS + 60
+    intents.mark_sent(recent, "s1")
+    recent.updated_at = later - 10
+    recent.save()
+    assert intents.prune(now=later) == 1
+    assert intents.find("k0") is None
+    assert intents.find("k1") is not None and intents.find("k2") is not None

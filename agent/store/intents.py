@@ -113,8 +113,9 @@ def known_messages(session_id: str) -> tuple[int, int]:
 
 
 def prune(now: float | None = None) -> int:
-    """Delete settled intents older than the retention; return how many."""
+    """Delete intents older than the retention whose message was handled; return how many."""
     cutoff = (time.time() if now is None else now) - RETENTION_SECONDS
+    open_keys = Inbound.select(Inbound.key).where(Inbound.status != "done")
     return int(
-        Intent.delete().where((Intent.state != SENDING) & (Intent.updated_at < cutoff)).execute()
+        Intent.delete().where((Intent.updated_at < cutoff) & Intent.key.not_in(open_keys)).execute()
     )
