@@ -332,3 +332,27 @@ async def test_an_answer_that_timed_out_is_found_not_sent_again(
     [session_id] = sessions_starting_with(poco, "Write a poem")
     [reply] = texts_to(telegram_api, CHAT)
     assert "Session created" in reply and session_id in reply
+
+
+async def test_a_refused_token_is_said_once_and_the_prompt_waits_for_the_fix(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    """April 2026 answers 401 to a wrong BACKEND_INTERNAL_TOKEN: the owner is told once,
+    the cut-off /new is neither dropped nor doubted, and it is settled after the fix."""
+    if poco.generation == GEN_OLD:
+        pytest.skip("the Feb 2026 backend has no authentication")
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    Crash(env).message("/new Write a poem")
+    async with run_agent({**env, "BACKEND_INTERNAL_TOKEN": "wrong"}):
+        # Two looks for the session, both refused (the notifier lists with other limits).
+        await poco.wait_for(
+            lambda p: sum(c.query.get("limit") == "20" for c in p.requests) >= 2, timeout=15
+        )
+    [told] = texts_to(telegram_api, CHAT)
+    assert "BACKEND_INTERNAL_TOKEN" in told
+    assert sessions_starting_with(poco, "Write a poem") == []
+    async with run_agent(env):
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 2, 15)
+    [session_id] = sessions_starting_with(poco, "Write a poem")
+    assert "Session created" in texts_to(telegram_api, CHAT)[1]
+    assert session_id in texts_to(telegram_api, CHAT)[1]
