@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__, paths
-from agent.config import Settings, effective_values, load_settings, template
+from agent.config import (
+    Settings,
+    data_paths,
+    effective_values,
+    load_settings,
+    read_sources,
+    template,
+)
 from agent.errors import AgentError, ConfigError, InstanceLockedError
 
 EXIT_OK = 0
@@ -55,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or default_command()
     try:
-        if command == "config" and args.config_command in {"path", "init"}:
-            return _config_files(args.config_command)
+        if command == "config" and args.config_command == "path":
+            return _config_path(args.env_file)
+        if command == "config" and args.config_command == "init":
+            return _config_init()
         if command == "tray":
             return _tray(args.env_file)
         if command == "doctor":
@@ -159,8 +168,10 @@ def _pair(settings: Settings, args: argparse.Namespace) -> int:
                     f"pending  {pairing.code}  {pairing.provider}:{pairing.chat_id}  "
                     f"{pairing.title}"
                 )
+            by_allowlist = access.allowlist_grants()
             for channel in access.allowed_channels():
-                print(f"allowed  {channel.address}  {channel.title}")
+                source = "  (IM_ALLOWLIST)" if channel.address in by_allowlist else ""
+                print(f"allowed  {channel.address}  {channel.title}{source}")
             return EXIT_OK
         if args.pair_command == "approve":
             approved = access.approve(args.code, settings.lang)
@@ -172,22 +183,46 @@ def _pair(settings: Settings, args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             print(f"approved {approved.address}")
             return EXIT_OK
-        if access.revoke(args.chat):
-            print(f"revoked {args.chat}")
-            return EXIT_OK
-        print(f"{args.chat} was not allowed", file=sys.stderr)
-        return EXIT_FAILED
+        return _revoke(settings, args.chat)
     finally:
         db.close_database()
 
 
-def _config_files(command: str) -> int:
+def _revoke(settings: Settings, address: str) -> int:
+    """Forbid a chat; a running agent sees it before its next decision (it reads the store)."""
+    from agent.core import access
+
+    dropped = access.revoke(address)
+    if dropped is None:
+        print(f"{address} was not allowed", file=sys.stderr)
+    else:
+        print(f"revoked {address}; dropped {dropped}")
+    if address in settings.allowlist:
+        print(
+            f"note: {address} is in IM_ALLOWLIST: remove it there, or it is allowed again "
+            "at the next start",
+            file=sys.stderr,
+        )
+    if settings.access_policy == "open":
+        print("note: IM_ACCESS_POLICY=open lets every chat in", file=sys.stderr)
+    return EXIT_FAILED if dropped is None else EXIT_OK
+
+
+def _config_path(env_file: Path | None) -> int:
+    """Where the files of *this* configuration live (IM_DATA_DIR, --env-file and all);
+    only the two path variables are checked, so it helps with a config that fails."""
+    data_dir, database_path = data_paths(read_sources(env_file=env_file))
+    print(f"config file: {paths.user_config_file()}")
+    if env_file is not None:
+        print(f"env file:    {env_file}")
+    print(f"data dir:    {data_dir}")
+    print(f"database:    {database_path}")
+    print(f"log file:    {paths.log_file(data_dir)}")
+    return EXIT_OK
+
+
+def _config_init() -> int:
     config_file = paths.user_config_file()
-    if command == "path":
-        print(f"config file: {config_file}")
-        print(f"data dir:    {paths.default_data_dir()}")
-        print(f"log file:    {paths.log_file(paths.default_data_dir())}")
-        return EXIT_OK
     if config_file.exists():
         print(f"{config_file} already exists; not overwritten")
         return EXIT_OK

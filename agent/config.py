@@ -449,19 +449,22 @@ def read_sources(
     return merged
 
 
-def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> Settings:
-    values = {v.name: v.parse(v.name, raw.get(v.name, v.default)) for v in VARIABLES}
-    data_dir = (
-        Path(values["IM_DATA_DIR"]).expanduser()
-        if values["IM_DATA_DIR"]
-        else (paths.default_data_dir())
-    )
-    db_url = values["IM_DATABASE_URL"]
+def data_paths(raw: Mapping[str, str]) -> tuple[Path, Path]:
+    """The data dir and the database file these sources name (checked, nothing else is)."""
+    names = ("IM_DATA_DIR", "IM_DATABASE_URL")
+    data_value, db_url = (VARIABLES_BY_NAME[n].parse(n, raw.get(n, "")) for n in names)
+    data_dir = Path(data_value).expanduser() if data_value else paths.default_data_dir()
     database_path = (
         Path(db_url.removeprefix("sqlite:///")).expanduser()
         if db_url
         else data_dir / paths.DATABASE_FILE_NAME
     )
+    return data_dir, database_path
+
+
+def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> Settings:
+    values = {v.name: v.parse(v.name, raw.get(v.name, v.default)) for v in VARIABLES}
+    data_dir, database_path = data_paths(raw)
     dingtalk_enabled = (
         values["DINGTALK_ENABLED"]
         if raw.get("DINGTALK_ENABLED", "").strip()

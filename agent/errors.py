@@ -3,7 +3,7 @@
     AgentError
     ├── ConfigError          a bad configuration value (names the variable and the fix)
     ├── InstanceLockedError  another instance already runs on this data dir
-    ├── StoreError           the local database cannot be opened or migrated
+    ├── StoreError           the local database cannot be opened, migrated or written
     ├── BackendError         the Poco backend failed or refused
     │   ├── BackendUnavailable   network error, timeout, 5xx: retry later
     │   ├── BackendUnauthorized  401: BACKEND_INTERNAL_TOKEN missing or wrong
@@ -14,7 +14,8 @@
     └── DeliveryError        a chat platform refused or failed a send
         ├── RetryLater           429 / 5xx / network: carries `retry_after` seconds
         ├── PermanentDeliveryError  chat not found, bot blocked, bad request: give up
-        └── ProviderConflict     409: another poller or a webhook holds the token
+        ├── ProviderConflict     409: another poller or a webhook holds the token
+        └── ChatMoved            the chat lives on under `new_chat_id` (Telegram supergroup)
 
 Library errors become these at the boundary (backend client, each provider);
 `core/` catches only these; only `cli` maps them to exit codes.
@@ -106,3 +107,11 @@ class PermanentDeliveryError(DeliveryError):
 
 class ProviderConflict(DeliveryError):
     pass
+
+
+class ChatMoved(DeliveryError):
+    """The chat got a new id (a Telegram group upgraded to a supergroup): move and resend."""
+
+    def __init__(self, message: str, *, provider: str, new_chat_id: str) -> None:
+        self.new_chat_id = new_chat_id
+        super().__init__(message, provider=provider)

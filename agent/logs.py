@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import re
@@ -9,11 +10,25 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent import paths
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_BYTES = 2_000_000
 BACKUPS = 5
 # Telegram tokens also hide inside URLs (`/bot<token>/getUpdates`) that libraries log.
 _TELEGRAM_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
+# Credentials that are not configured but handed out at run time travel in URL queries:
+# DingTalk's Stream `?ticket=`, a sessionWebhook's `?session=`, a robot's `?access_token=`.
+# Library errors quote such URLs (aiohttp's handshake and timeout errors do).
+_URL_CREDENTIAL = re.compile(
+    r"([?&](?:ticket|session|access_?token|token|sign|signature|secret)=)[^&#\s'\"<>]+",
+    re.IGNORECASE,
+)
+
+
+def mask_url_credentials(text: str) -> str:
+    """`…?ticket=abc&x=1` → `…?ticket=****&x=1`, for every credential-like query value."""
+    return _URL_CREDENTIAL.sub(r"\1****", text)
 
 
 class SecretFilter(logging.Filter):
@@ -24,7 +39,7 @@ class SecretFilter(logging.Filter):
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "****")
-        return _TELEGRAM_TOKEN.sub("****", text)
+        return mask_url_credentials(_TELEGRAM_TOKEN.sub("****", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -38,6 +53,21 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class PrivateFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file is the owner's only (chat addresses, pairing codes)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        paths.create_private_file(Path(self.baseFilename))  # also after each rollover
+        return super()._open()
+
+
+def private_log_files(log_file: Path) -> None:
+    """Tighten the log dir, the log and its backups (written by an older version)."""
+    paths.private_dir(log_file.parent)
+    for path in (log_file, *(Path(f"{log_file}.{n}") for n in range(1, BACKUPS + 1))):
+        paths.private_file(path)
+
+
 def setup_logging(level: str, log_file: Path | None, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -47,11 +77,9 @@ def setup_logging(level: str, log_file: Path | None, secrets: Iterable[str]) -> 
     formatter = logging.Formatter(LOG_FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        private_log_files(log_file)
         handlers.append(
-            logging.handlers.RotatingFileHandler(
-                log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
-            )
+            PrivateFileHandler(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
         )
     for handler in handlers:
         handler.setFormatter(formatter)

@@ -91,7 +91,7 @@ class Runtime:
                 f"{settings.config_file} or the environment; `poco-im-agent config init` writes "
                 "a template there.",
             )
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        paths.private_dir(settings.data_dir)  # chat texts, webhooks, pairing codes
         lock = acquire_instance_lock(str(paths.lock_file(settings.data_dir)))
         try:
             db.open_database(settings.database_path)
@@ -155,6 +155,7 @@ class Runtime:
             backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
         )
         access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
+        access.apply_at_start()  # before the first message is decided or notification sent
         if settings.access_policy == "open":
             log.warning(
                 "IM_ACCESS_POLICY=open: anyone who finds the bot can run tasks on %s",

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage, ProviderState
-from agent.chats.dingtalk import TEXT_LIMIT, DingTalkProvider
+from agent.chats.dingtalk import TEXT_LIMIT, DingTalkProvider, to_inbound
+from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.config import DingTalkSettings
 from agent.errors import PermanentDeliveryError, RetryLater, StoreError
 from tests.fakes.dingtalk import FakeDingTalk
@@ -102,7 +103,9 @@ async def test_private_message_reaches_sink_then_is_acked(
     assert msg.sender_id == "u1" and msg.sender_name == "Alice"
     assert msg.route["conversation_type"] == "1"
     assert msg.route["sender_staff_id"] == "u1"
-    assert msg.route["session_webhook"].startswith(dingtalk_api.url + "/robot/sendBySession/")
+    assert msg.route["session_webhook"].startswith(
+        dingtalk_api.url + "/robot/sendBySession?session="
+    )
     assert msg.route["session_webhook_expires_at"] > time.time()
     assert msg.route["robot_code"] == dingtalk_api.robot_code
     assert dingtalk_api.acks[msg_id] >= sink.returned_at[msg_id]
@@ -323,9 +326,8 @@ def _private_chat(msg: InboundMessage, *, webhook: bool = True) -> ChatRef:
 
 async def _inbound(fake: FakeDingTalk, **kwargs: Any) -> InboundMessage:
     """A robot message as the provider turns it into an InboundMessage (no socket needed)."""
-    from agent.chats.dingtalk import to_inbound
-
-    msg = to_inbound(fake.message_payload(kwargs.pop("chat", "cid-1"), "hi", **kwargs))
+    policy = SessionWebhookPolicy(fake.url)
+    msg = to_inbound(fake.message_payload(kwargs.pop("chat", "cid-1"), "hi", **kwargs), policy)
     assert msg is not None
     return msg
 

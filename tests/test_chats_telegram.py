@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from agent.chats import telegram as tg
 from agent.chats.base import Button, ChatRef, InboundMessage, OutboundMessage, ProviderState
 from agent.chats.telegram import TelegramProvider
 from agent.config import TelegramSettings
-from agent.errors import PermanentDeliveryError, RetryLater
+from agent.errors import ChatMoved, PermanentDeliveryError, RetryLater
 from agent.retry import Backoff
 from tests.fakes.telegram import FakeTelegram
 
@@ -239,6 +240,32 @@ async def test_dropped_and_failing_polls_recover(telegram_api: FakeTelegram):
     assert [m.text for m in sink.messages] == ["still here"]
 
 
+async def test_transient_502_is_one_short_line_not_a_traceback(
+    telegram_api: FakeTelegram, caplog: pytest.LogCaptureFixture
+):
+    # Telegram's front answers a 502 with nginx's HTML page, which PTB cannot parse as JSON.
+    caplog.set_level(logging.DEBUG)
+    telegram_api.fail_next("getUpdates", 502, count=2)
+    update_id = telegram_api.inject_message(8, "after the outage")
+    provider = TelegramProvider(settings_for(telegram_api))
+    sink = Sink()
+    async with running(provider, sink):
+        await telegram_api.wait_for(lambda f: f.confirmed_offset == update_id + 1)
+        telegram_api.fail_next("sendMessage", 502)
+        with pytest.raises(RetryLater) as caught:
+            await provider.send(chat(9), OutboundMessage("x"))
+    assert "<html" not in str(caught.value)
+    assert "Bad Gateway" in str(caught.value)
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [(r.name, r.levelname, r.getMessage()[:80]) for r in noisy]
+    ours = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    lines = [r for r in ours if "Bad Gateway" in r.getMessage()]
+    assert len(lines) == 2  # one per failed poll
+    for record in lines:
+        assert record.levelno in (logging.INFO, logging.WARNING)
+        assert "\n" not in record.getMessage() and "<html" not in record.getMessage()
+
+
 # ---- sending -------------------------------------------------------------------------
 
 
@@ -275,6 +302,35 @@ async def test_errors_are_mapped(telegram_api: FakeTelegram, provider: TelegramP
         with pytest.raises(PermanentDeliveryError):
             await provider.send(chat(chat_id), message)
     assert telegram_api.sent == []
+
+
+async def test_send_to_an_upgraded_group_says_where_it_went(
+    telegram_api: FakeTelegram, provider: TelegramProvider
+):
+    new_id = telegram_api.migrate_group(-4001, announce=False)
+    with pytest.raises(ChatMoved) as caught:
+        await provider.send(chat(-4001, is_group=True), OutboundMessage("hello"))
+    assert caught.value.new_chat_id == str(new_id)
+    assert str(new_id).startswith("-100")
+    await provider.send(chat(new_id, is_group=True), OutboundMessage("hello"))
+    assert [(m["chat_id"], m["text"]) for m in telegram_api.sent] == [(new_id, "hello")]
+
+
+async def test_upgrade_service_messages_become_moves(telegram_api: FakeTelegram):
+    telegram_api.inject_message(-4002, "before", chat_type="group")
+    new_id = telegram_api.migrate_group(-4002)
+    telegram_api.inject_message(new_id, "after")
+    provider = TelegramProvider(settings_for(telegram_api))
+    sink = Sink()
+    async with running(provider, sink):
+        await telegram_api.wait_for(lambda f: f.confirmed_offset == 5)
+    moves = [(m.chat_id, m.moved_to, m.text) for m in sink.messages]
+    assert moves == [
+        ("-4002", "", "before"),
+        ("-4002", str(new_id), ""),  # in the old group: migrate_to_chat_id
+        ("-4002", str(new_id), ""),  # in the new supergroup: migrate_from_chat_id
+        (str(new_id), "", "after"),
+    ]
 
 
 async def test_long_text_is_split_in_order(telegram_api: FakeTelegram, provider: TelegramProvider):

@@ -194,3 +194,17 @@ async def test_kill_9_during_a_burst_handles_each_update_once(
     for chat in chats:  # each chat in order
         mine = [p for p in prompts if p.startswith(f"msg {chat} ")]
         assert mine == sorted(mine, key=lambda p: int(p.rsplit(" ", 1)[1]))
+
+
+def test_config_path_follows_data_dir_and_env_file(tmp_path: Path) -> None:
+    by_env = run_cli(tmp_path, "config", "path", IM_DATA_DIR=str(tmp_path / "by-env"))
+    assert f"data dir:    {tmp_path / 'by-env'}\n" in by_env.stdout
+    assert str(tmp_path / "by-env" / "logs" / "agent.log") in by_env.stdout
+    env_file = tmp_path / "other.env"
+    env_file.write_text(
+        f"IM_DATA_DIR={tmp_path / 'by-file'}\nIM_DATABASE_URL=sqlite:///{tmp_path / 'x.db'}\n"
+    )
+    by_file = run_cli(tmp_path, "--env-file", str(env_file), "config", "path")
+    assert by_file.returncode == 0
+    assert f"data dir:    {tmp_path / 'by-file'}\n" in by_file.stdout
+    assert f"database:    {tmp_path / 'x.db'}\n" in by_file.stdout

@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
+from tests.test_e2e_telegram import continued_reply
+
+# Every test here runs against both backend generations (Feb and April 2026).
+pytestmark = pytest.mark.parametrize("poco_generation", GENERATIONS, ids=lambda g: f"poco-{g}")
 
 PRIVATE = "cid-private-1"
 GROUP = "cid-group-1"
@@ -38,7 +43,7 @@ async def test_private_commands_and_continuation(
         session_id = list(poco.sessions)[-1]
         assert session_id in reply
         # DingTalk has no typing indicator: a continuation is acknowledged in words.
-        assert "Sent to session" in await say(dingtalk_api, "more detail please")
+        assert continued_reply(poco) in await say(dingtalk_api, "more detail please")
         assert poco.tasks_posted[-1]["session_id"] == session_id
         assert "text messages" in await say(dingtalk_api, "", msgtype="picture")
 

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.store.models import InputPrompt, PromptClosure
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
 from tests.test_e2e_dingtalk import say, texts_to
+from tests.test_e2e_telegram import continued_reply
 from tests.test_e2e_telegram import say as tg_say
 from tests.test_e2e_telegram import texts_to as tg_texts
+
+# Every test here runs against both backend generations (Feb and April 2026).
+pytestmark = pytest.mark.parametrize("poco_generation", GENERATIONS, ids=lambda g: f"poco-{g}")
 
 TG_CHAT = 4004
 ANSWER_ROUTE = "/user-input-requests/"
@@ -73,8 +79,8 @@ async def test_dingtalk_number_after_a_web_answer_is_already_answered(
 
         # A sentence that merely contains a label is no answer: it continues the session,
         # and the chat has moved on, so a bare number is a follow-up prompt again.
-        assert "Sent to session" in await say(dingtalk_api, "Bullets would have been nicer")
-        assert "Sent to session" in await say(dingtalk_api, "1")
+        assert continued_reply(poco) in await say(dingtalk_api, "Bullets would have been nicer")
+        assert continued_reply(poco) in await say(dingtalk_api, "1")
         prompts = [t["prompt"] for t in poco.tasks_posted[backend.tasks :]]
         assert prompts == ["Bullets would have been nicer", "1"]
         assert all(t["session_id"] == session_id for t in poco.tasks_posted[backend.tasks :])
@@ -118,7 +124,7 @@ async def test_closed_prompts_match_for_a_while_only(
         PromptClosure.update(closed_at=PromptClosure.closed_at - 31 * 60).where(
             PromptClosure.prompt == prompt.id
         ).execute()
-        assert "Sent to session" in await say(dingtalk_api, "2")
+        assert continued_reply(poco) in await say(dingtalk_api, "2")
         assert poco.tasks_posted[-1]["prompt"] == "2"
 
         # Answered in this chat, which saw it: a repeat is caught for two minutes only.
@@ -133,7 +139,7 @@ async def test_closed_prompts_match_for_a_while_only(
         PromptClosure.update(closed_at=PromptClosure.closed_at - 3 * 60).where(
             PromptClosure.prompt == prompt.id
         ).execute()
-        assert "Sent to session" in await say(dingtalk_api, "2")
+        assert continued_reply(poco) in await say(dingtalk_api, "2")
         assert poco.input_requests[again]["answers"] == {"Which tone?": "Casual"}
 
 
@@ -181,7 +187,7 @@ async def test_bound_chat_without_prompts_sends_numbers_and_ok_to_the_session(
         await say(dingtalk_api, "/new count with me")
         session_id = list(poco.sessions)[-1]
         for text in ("1", "ok", "好"):
-            assert "Sent to session" in await say(dingtalk_api, text)
+            assert continued_reply(poco) in await say(dingtalk_api, text)
             assert poco.tasks_posted[-1] == {
                 **poco.tasks_posted[-1],
                 "prompt": text,

@@ -5,12 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.store import queries
 from agent.store.models import Outbox
 from tests.conftest import agent_environment, run_agent
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
 from tests.test_e2e_telegram import continue_session, say, texts_to
+
+# Every test here runs against both backend generations (Feb and April 2026).
+pytestmark = pytest.mark.parametrize("poco_generation", GENERATIONS, ids=lambda g: f"poco-{g}")
 
 CHAT = 2002
 

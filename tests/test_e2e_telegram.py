@@ -11,8 +11,11 @@ import pytest
 
 from agent.core import access
 from tests.conftest import agent_environment, run_agent
-from tests.fakes.poco import FakePoco
+from tests.fakes.poco import GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
+
+# Every test here runs against both backend generations (Feb and April 2026).
+pytestmark = pytest.mark.parametrize("poco_generation", GENERATIONS, ids=lambda g: f"poco-{g}")
 
 CHAT = 1001
 
@@ -33,6 +36,12 @@ async def continue_session(fake: FakeTelegram, poco: FakePoco, chat_id: int, tex
     """Plain text in a bound chat: Telegram shows typing, the backend gets the prompt."""
     fake.inject_message(chat_id, text)
     await poco.wait_for(lambda p: text in posted_prompts(p), timeout=10)
+
+
+def continued_reply(poco: FakePoco) -> str:
+    """How a follow-up to a session whose run waits for an executor is answered: the April
+    2026 backend queues it behind that run, the older one adds a run."""
+    return "Queued" if poco.is_new else "Sent to session"
 
 
 def posted_prompts(poco: FakePoco) -> list[str]:
@@ -56,6 +65,8 @@ async def test_help_and_every_command(
 
         await continue_session(telegram_api, poco, CHAT, "and make it short")
         assert posted_prompts(poco)[-1] == "and make it short"
+        if poco.is_new:  # queued behind the first run: said in words
+            await telegram_api.wait_for(lambda f: "Queued" in texts_to(f, CHAT)[-1])
         await telegram_api.wait_for(
             lambda f: any(c[0] == "sendChatAction" for c in f.calls), timeout=10
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,8 +15,8 @@ import pytest
 
 from agent.chats.base import ProviderState
 from agent.config import build_settings
-from agent.logs import setup_logging
-from tests.conftest import RunningAgent, agent_environment, run_agent
+from agent.logs import SecretFilter, setup_logging
+from tests.conftest import RunningAgent, agent_environment, run_agent, subprocess_env
 from tests.fakes.dingtalk import FakeDingTalk
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
@@ -163,3 +166,64 @@ async def test_no_secret_in_logs_stderr_or_chats(
         assert value not in logged, f"{name} in the log file"
         assert value not in stderr, f"{name} on stderr"
         assert not [text for text in chats if value in text], f"{name} in a chat reply"
+
+
+async def test_failed_gateway_handshake_shows_no_ticket(
+    dingtalk_api: FakeDingTalk,
+    poco: FakePoco,
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    """The Stream ticket (a credential for one connection) is not in health, status or logs."""
+    env = agent_environment(data_dir, dingtalk=dingtalk_api, poco=poco, IM_LOG_LEVEL="DEBUG")
+    settings = build_settings(env)
+    log_file = tmp_path / "logs" / "agent.log"
+    setup_logging(settings.log_level, log_file, settings.secrets())
+    dingtalk_api.handshake_refusal = 403
+    async with run_agent(env) as agent, httpx.AsyncClient() as client:
+        await dingtalk_api.wait_for(lambda: dingtalk_api.refused_handshakes >= 2, 15)
+        await eventually(lambda: state(agent, "dingtalk") is ProviderState.ERROR)
+        health = (await client.get(agent.health_url)).text
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "agent", "status", "--json"],
+            env=subprocess_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    logged = log_file.read_text(encoding="utf-8")
+    stderr = capsys.readouterr().err
+    # The failures were reported (so the checks below mean something).
+    assert "403" in json.loads(status.stdout)["providers"]["dingtalk"]["detail"]
+    assert "403" in logged
+    tickets = dingtalk_api.tickets_issued
+    assert len(tickets) >= 2
+    for where, text in {"health": health, "status": status.stdout, "log": logged}.items():
+        assert not [t for t in tickets if t in text], f"a ticket in {where}"
+        assert "ticket=" not in text, where
+    assert not [t for t in tickets if t in stderr]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "403, message='Invalid response status', url='wss://x/connect?ticket=abc123'",
+            "403, message='Invalid response status', url='wss://x/connect?ticket=****'",
+        ),
+        (
+            "Connection timeout to host https://oapi.dingtalk.com/robot/sendBySession?session=s1",
+            "Connection timeout to host https://oapi.dingtalk.com/robot/sendBySession?session=****",
+        ),
+        (
+            "https://h/robot/send?x=1&access_token=t&y=2",
+            "https://h/robot/send?x=1&access_token=****&y=2",
+        ),
+        ("session 1234 ended; token expired", "session 1234 ended; token expired"),
+    ],
+)
+def test_url_credentials_are_masked(text: str, masked: str) -> None:
+    assert SecretFilter([]).mask(text) == masked

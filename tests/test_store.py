@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.errors import StoreError
 from agent.store import db, intents, queries
-from agent.store.models import Inbound, Meta, Outbox
+from agent.store.models import Channel, Inbound, Meta, Outbox, Pairing
 
 
 @pytest.fixture
@@ -77,6 +78,102 @@ def test_prune_removes_only_old_finished_rows(store: Path) -> None:
     assert db.prune(now=later) == 2
     assert [r.key for r in Inbound.select()] == ["telegram:2"]
     assert [queries.outbox_message(r).text for r in Outbox.select()] == ["still pending"]
+
+
+# ---- a chat that moves (Telegram group upgraded to a supergroup) ---------------------------
+
+
+def _group_with_state(chat_id: str = "-400") -> tuple[int, int]:
+    """An approved group bound to a session, watching two, one pending and one sent row."""
+    channel = queries.ensure_channel("telegram", chat_id)
+    Channel.update(allowed=True, is_group=True).where(Channel.id == channel.id).execute()
+    queries.bind(channel, "s-bound")
+    queries.watch(channel, "s-watched")
+    sent = queries.enqueue(channel, OutboundMessage("old news"), dedup_key="old")
+    assert sent is not None
+    queries.mark_sent(sent, "7")
+    pending = queries.enqueue(channel, OutboundMessage("for the new id"), dedup_key="new")
+    assert pending is not None
+    return channel.id, pending.id
+
+
+def test_migrate_channel_moves_everything_to_the_new_id(store: Path) -> None:
+    channel_id, pending_id = _group_with_state()
+    Pairing.create(provider="telegram", chat_id="-400", code="ABCD-EFGH", expires_at=2e9)
+
+    moved = queries.migrate_channel("telegram", "-400", "-100400")
+
+    assert moved is not None and moved.id == channel_id and moved.chat_id == "-100400"
+    assert moved.allowed and moved.is_group
+    assert queries.bound_session(moved) == "s-bound"
+    assert queries.watched_session_ids(moved) == {"s-bound", "s-watched"}
+    head = queries.outbox_head(moved.id)
+    assert head is not None and head.id == pending_id
+    assert Pairing.get(Pairing.code == "ABCD-EFGH").chat_id == "-100400"
+    # The old id still finds the chat (a late message, an old code); nothing new is made.
+    assert queries.find_channel("telegram", "-400") == moved
+    assert queries.channel_for(message("telegram:9", chat="-400")).id == channel_id
+    assert Channel.select().count() == 1
+    # Applying it again changes nothing.
+    assert queries.migrate_channel("telegram", "-400", "-100400") == moved
+
+
+def test_migrate_channel_merges_into_a_channel_the_new_id_already_has(store: Path) -> None:
+    _, pending_id = _group_with_state()
+    # Someone wrote in the supergroup before the move was known: a refused, unbound channel.
+    newcomer = queries.channel_for(message("telegram:5", chat="-100400"))
+    code = queries.enqueue(newcomer, OutboundMessage("pairing code"))
+    assert code is not None
+
+    moved = queries.migrate_channel("telegram", "-400", "-100400")
+
+    assert moved is not None and moved.id == newcomer.id
+    assert moved.allowed
+    assert queries.bound_session(moved) == "s-bound"
+    assert queries.watched_session_ids(moved) == {"s-bound", "s-watched"}
+    pending = Outbox.select().where(Outbox.status == "pending").order_by(Outbox.id)
+    assert [(row.channel_id, row.id) for row in pending] == [
+        (moved.id, pending_id),
+        (moved.id, code.id),
+    ]
+    assert Channel.select().count() == 1
+
+
+def test_a_journaled_move_is_applied_not_handled(store: Path) -> None:
+    channel_id, _ = _group_with_state()
+    move = InboundMessage(
+        provider="telegram", key="telegram:20", chat_id="-400", text="", moved_to="-100400"
+    )
+    created = queries.record_inbound([move, message("telegram:21", chat="-100400")])
+    assert [row.key for row in created] == ["telegram:21"]
+    channel = queries.find_channel("telegram", "-100400")
+    assert channel is not None and channel.id == channel_id
+    assert queries.bound_session(channel) == "s-bound"
+
+
+SYNCHRONOUS = re.compile(r"PRAGMA synchronous\s*=\s*(\w+)", re.IGNORECASE)
+
+
+def test_the_journal_commit_survives_power_loss(store: Path) -> None:
+    """The platform is told "received" once `record_inbound` returns: that commit must be
+    synced (synchronous=FULL in WAL mode), not only written (NORMAL)."""
+    connection = db.database_proxy.connection()
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        queries.record_inbound([message("telegram:1")])
+    finally:
+        connection.set_trace_callback(None)
+    level, levels_at_commit, journal_written = "NORMAL", [], False
+    for sql in statements:
+        if match := SYNCHRONOUS.search(sql):
+            level = match.group(1).upper()
+        journal_written = journal_written or "INTO inbound" in sql
+        if sql.strip().upper() == "COMMIT" and journal_written:
+            levels_at_commit.append(level)
+    assert levels_at_commit and levels_at_commit[0] in {"FULL", "2", "EXTRA", "3"}
+    # Other writes (outbox bookkeeping, cursors) stay cheap.
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_intents_are_pruned_once_old_and_their_message_handled(store: Path) -> None:

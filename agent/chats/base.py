@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from agent.logs import mask_url_credentials
+
 
 class ProviderState(StrEnum):
     DISABLED = "disabled"
@@ -51,6 +53,9 @@ class InboundMessage:
     # True for a message the agent cannot read (photo, sticker...): core answers "text only".
     unsupported: bool = False
     received_at: float = field(default_factory=time.time)
+    # Not a message: the chat now lives under this id (a Telegram group upgraded to a
+    # supergroup). The journal moves the chat's state when it records it; nothing to handle.
+    moved_to: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +73,7 @@ class InboundMessage:
             "route": self.route,
             "unsupported": self.unsupported,
             "received_at": self.received_at,
+            "moved_to": self.moved_to,
         }
 
     @classmethod
@@ -129,7 +135,8 @@ class ProviderStatus:
 
     def set(self, state: ProviderState, detail: str = "") -> None:
         self.state = state
-        self.detail = detail
+        # Shown by health, `status` and the tray: never a URL's ticket or session.
+        self.detail = mask_url_credentials(detail)
         if state is ProviderState.CONNECTED:
             self.last_ok_at = time.time()
 

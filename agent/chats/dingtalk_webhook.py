@@ -9,7 +9,10 @@ A POST to `/api/v1/webhooks/dingtalk` is accepted when it proves where it comes 
   within an hour of now.
 
 Both apply when both are there. With no token configured and no signature a call is
-refused (secure by default). Messages go through the same journal as Stream mode (key
+refused (secure by default). The signature covers only the timestamp, so a signed call
+seen once is refused if it comes again within the hour (see `SeenSignatures`). A call
+naming a sessionWebhook that DingTalk would not give (chats/dingtalk_route) is refused:
+it is forged. Messages go through the same journal as Stream mode (key
 `dingtalk:<msgId>`); sending is the Stream provider's (sessionWebhook, OpenAPI, fallback).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import logging
@@ -30,6 +34,9 @@ from agent.config import DingTalkSettings
 
 TOKEN_HEADER = "X-DingTalk-Token"  # noqa: S105 (a header name)
 SIGN_MAX_AGE_MS = 3600 * 1000
+# Signed calls remembered at once (each is kept until its timestamp is too old anyway).
+# Far above what one robot receives in two hours; when full, new signed calls wait (503).
+MAX_SEEN_SIGNATURES = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,45 @@ def signature_ok(timestamp: str, given: str, secret: str, now: float | None = No
     return hmac.compare_digest(given.encode(), sign(timestamp, secret).encode())
 
 
+class SeenSignatures:
+    """The signed calls accepted within their validity window, to refuse a replay.
+
+    A signature is reserved while its call is handled and released if the call is not
+    accepted (so DingTalk's own retry of a call we answered 5xx still gets in). Memory is
+    bounded: entries leave once their timestamp is out of the window."""
+
+    def __init__(self, limit: int = MAX_SEEN_SIGNATURES) -> None:
+        self.limit = limit
+        self._expiry: dict[str, float] = {}
+        self._by_expiry: list[tuple[float, str]] = []
+
+    def reserve(self, timestamp: str, given_sign: str, now: float) -> str:
+        """'' when reserved; else why not ('replayed' or 'full')."""
+        self._forget_expired(now)
+        key = f"{timestamp}:{given_sign}"
+        if key in self._expiry:
+            return "replayed"
+        if len(self._expiry) >= self.limit:
+            return "full"
+        # Valid while |now - timestamp| <= window: remember it until the window has passed.
+        expiry = int(timestamp) / 1000 + SIGN_MAX_AGE_MS / 1000
+        self._expiry[key] = expiry
+        heapq.heappush(self._by_expiry, (expiry, key))
+        return ""
+
+    def release(self, timestamp: str, given_sign: str) -> None:
+        self._expiry.pop(f"{timestamp}:{given_sign}", None)  # its heap entry ages out
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def _forget_expired(self, now: float) -> None:
+        while self._by_expiry and self._by_expiry[0][0] < now:
+            expiry, key = heapq.heappop(self._by_expiry)
+            if self._expiry.get(key) == expiry:
+                del self._expiry[key]
+
+
 class DingTalkWebhookProvider(DingTalkProvider):
     """DingTalk robot in webhook mode (see the module docstring)."""
 
@@ -59,6 +105,7 @@ class DingTalkWebhookProvider(DingTalkProvider):
         super().__init__(settings)
         self.status = ProviderStatus(enabled=self.settings.enabled, mode="webhook")
         self._sink: InboundSink | None = None
+        self.seen_signatures = SeenSignatures()
 
     async def run(self, sink: InboundSink) -> None:
         """Accept callbacks until stopped: there is nothing to connect to."""
@@ -85,13 +132,28 @@ class DingTalkWebhookProvider(DingTalkProvider):
         if refusal:
             log.warning("DingTalk webhook call refused: %s", refusal)
             return 403, {"error": "forbidden"}
+        timestamp, given_sign = headers.get("timestamp", ""), headers.get("sign", "")
+        if timestamp and given_sign:
+            why = self.seen_signatures.reserve(timestamp, given_sign, time.time())
+            if why:
+                log.warning("DingTalk webhook call refused: signature %s", why)
+                if why == "replayed":
+                    return 403, {"error": "forbidden"}
+                return 503, {"error": "busy"}
+        answer = await self._take(payload)
+        if answer[0] != 200 and timestamp and given_sign:
+            self.seen_signatures.release(timestamp, given_sign)  # DingTalk may retry it
+        return answer
+
+    async def _take(self, payload: dict[str, Any]) -> WebhookAnswer:
+        """Journal an authenticated robot message."""
         sink = self._sink
         if sink is None:
             return 503, {"error": "not ready"}  # paused or stopping: DingTalk retries
         if not payload.get("msgId"):
             return 400, {"error": "not a DingTalk robot message"}
         try:
-            message = to_inbound(payload)
+            message = to_inbound(payload, self.session_webhooks)
         except (ValueError, TypeError, KeyError, AttributeError):
             return 400, {"error": "not a DingTalk robot message"}
         if message is not None:
@@ -118,4 +180,8 @@ class DingTalkWebhookProvider(DingTalkProvider):
             token = query.get("token") or headers.get(TOKEN_HEADER) or payload.get("token") or ""
             if not hmac.compare_digest(str(token).encode(), expected.encode()):
                 return "wrong or missing token"
+        session_webhook = payload.get("sessionWebhook")
+        if session_webhook and not self.session_webhooks.accepts(str(session_webhook)):
+            # DingTalk only hands out its own URLs: this call did not come from DingTalk.
+            return "sessionWebhook outside DingTalk's hosts"
         return ""

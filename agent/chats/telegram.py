@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dtm
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -17,24 +15,20 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 from telegram import (  # noqa: E402
     Bot,
     BotCommand,
-    CallbackQuery,
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
     Update,
 )
-from telegram.constants import ChatAction, ChatType  # noqa: E402
+from telegram.constants import ChatAction  # noqa: E402
 from telegram.error import (  # noqa: E402
     BadRequest,
-    ChatMigrated,
     Conflict,
-    Forbidden,
     InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
 )
-from telegram.request import HTTPXRequest  # noqa: E402
 
 from agent.chats.base import (  # noqa: E402
     ChatRef,
@@ -44,12 +38,21 @@ from agent.chats.base import (  # noqa: E402
     ProviderState,
     ProviderStatus,
 )
+from agent.chats.telegram_errors import (  # noqa: E402
+    TOKEN_RETRY_DELAY,
+    QuietRequest,
+    call,
+    is_entity_error,
+    seconds,
+    short,
+)
 from agent.chats.telegram_render import keyboard, render, reply_parameters  # noqa: E402
+from agent.chats.telegram_updates import to_inbound  # noqa: E402
 from agent.chats.text import (  # noqa: E402
     TELEGRAM_TEXT_LIMIT,
 )
 from agent.config import TelegramSettings  # noqa: E402
-from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater  # noqa: E402
+from agent.errors import PermanentDeliveryError, RetryLater  # noqa: E402
 from agent.retry import Backoff, sleep_or_stop  # noqa: E402
 
 PROVIDER = "telegram"
@@ -60,12 +63,10 @@ TYPING_REFRESH_SECONDS = 4.0
 # PTB adds the long-poll timeout to the getUpdates read timeout; this is the margin on top.
 POLL_READ_MARGIN = 10.0
 CONFLICT_RETRY_DELAY = 30.0
-TOKEN_RETRY_DELAY = 60.0
 GLOBAL_RATE, GLOBAL_BURST = 30.0, 30.0  # messages per second, all chats
 PRIVATE_RATE, PRIVATE_BURST = 1.0, 3.0  # per private chat
 GROUP_RATE, GROUP_BURST = 20 / 60, 3.0  # per group: 20 a minute
 EMPTY_TEXT = "\u2026"  # Telegram refuses a blank text
-COMMAND_MENTION = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(.*)", re.DOTALL)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,9 +104,9 @@ class TelegramProvider:
         self.status = ProviderStatus(enabled=True, mode=settings.mode)
         self.commands = [BotCommand(command, description) for command, description in commands]
         proxy = settings.proxy_url or None
-        self.request = HTTPXRequest(proxy=proxy, read_timeout=REQUEST_READ_TIMEOUT)
+        self.request = QuietRequest(proxy=proxy, read_timeout=REQUEST_READ_TIMEOUT)
         # Its own client (one connection) so a pending long poll never blocks a send.
-        self.updates_request = HTTPXRequest(
+        self.updates_request = QuietRequest(
             connection_pool_size=1,
             proxy=proxy,
             read_timeout=settings.poll_timeout + POLL_READ_MARGIN,
@@ -198,50 +199,37 @@ class TelegramProvider:
             log.debug("answerCallbackQuery failed: %s", exc)
 
     def _failure_delay(self, exc: Exception, backoff: Backoff) -> float:
-        """Record why the loop failed and say how long to wait before the next try."""
+        """Record why the loop failed and say how long to wait before the next try.
+
+        A platform failure is one short line; a traceback only for what is not Telegram's."""
         if isinstance(exc, Conflict):
-            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+            self.status.set(ProviderState.ERROR, self._short(exc))
             return CONFLICT_RETRY_DELAY
         if isinstance(exc, InvalidToken):
             self._ready = False
             self.status.set(ProviderState.ERROR, "token rejected")
             return TOKEN_RETRY_DELAY
         if isinstance(exc, RetryAfter):
-            return backoff.next_delay(_seconds(exc.retry_after))
+            return backoff.next_delay(seconds(exc.retry_after))
         if isinstance(exc, TimeoutError):
             self.status.set(ProviderState.ERROR, "getUpdates was silent too long; restarted")
             return 0.0
+        delay = backoff.next_delay()
+        if self._stop.is_set():
+            return delay  # closing cut the poll short: nothing went wrong
         if isinstance(exc, TelegramError):
-            self.status.set(ProviderState.ERROR, self._scrub(exc.message))
+            self.status.set(ProviderState.ERROR, self._short(exc))
+            level = logging.WARNING if isinstance(exc, NetworkError) else logging.ERROR
+            log.log(level, "Telegram: %s; retrying in %.1f s", self.status.detail, delay)
         else:
             log.exception("storing Telegram updates failed; they will come again")
-        return backoff.next_delay()
+        return delay
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.settings.token, "***") if self.settings.token else text
+    def _short(self, exc: TelegramError) -> str:
+        return short(exc, self.settings.token)
 
     def _convert(self, update: Update) -> InboundMessage | None:
-        key = f"{PROVIDER}:{update.update_id}"
-        if update.callback_query is not None:
-            return _from_callback(key, update.callback_query)
-        message = update.message or update.edited_message
-        if message is None:
-            return None
-        if message.text is None:
-            if message.effective_attachment is None:
-                return None  # a service message (member joined, pin...): nothing to answer
-            return _from_message(key, message, message.caption or "", unsupported=True)
-        text = self._addressed(message.text)
-        return None if text is None else _from_message(key, message, text)
-
-    def _addressed(self, text: str) -> str | None:
-        """`/cmd@OurBot args` → `/cmd args`; None for a command meant for another bot."""
-        match = COMMAND_MENTION.match(text)
-        if match is None:
-            return text
-        if match[2].lower() != self.username.lower():
-            return None
-        return match[1] + match[3]
+        return to_inbound(update, self.username)
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -285,7 +273,7 @@ class TelegramProvider:
         try:
             return await self._call(self.bot.send_message(entities=entities or None, **kwargs))
         except PermanentDeliveryError as exc:
-            if not (entities and _is_entity_error(exc)):
+            if not (entities and is_entity_error(exc)):
                 raise
             return await self._call(self.bot.send_message(**kwargs))
 
@@ -303,7 +291,7 @@ class TelegramProvider:
             try:
                 await self._call(self.bot.edit_message_text(entities=entities or None, **kwargs))
             except PermanentDeliveryError as exc:
-                if not (entities and _is_entity_error(exc)):
+                if not (entities and is_entity_error(exc)):
                     raise
                 await self._call(self.bot.edit_message_text(**kwargs))
         except PermanentDeliveryError as exc:
@@ -348,70 +336,5 @@ class TelegramProvider:
         await limiter.acquire()
         await self._global_limit.acquire()
 
-    async def _call(self, call: Awaitable[T]) -> T:
-        """Await a Bot call, turning PTB's errors into agent.errors."""
-        try:
-            return await call
-        except RetryAfter as exc:
-            raise RetryLater(
-                "Telegram flood control", provider=PROVIDER, retry_after=_seconds(exc.retry_after)
-            ) from exc
-        except Conflict as exc:
-            raise ProviderConflict(exc.message, provider=PROVIDER) from exc
-        except InvalidToken as exc:
-            # Not the message's fault: keep it until the token is fixed.
-            raise RetryLater(
-                "token rejected", provider=PROVIDER, retry_after=TOKEN_RETRY_DELAY
-            ) from exc
-        except (Forbidden, BadRequest, ChatMigrated) as exc:
-            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
-        except NetworkError as exc:  # TimedOut and 5xx too; BadRequest was caught above
-            raise RetryLater(self._scrub(exc.message), provider=PROVIDER) from exc
-        except TelegramError as exc:
-            raise PermanentDeliveryError(self._scrub(exc.message), provider=PROVIDER) from exc
-
-
-def _from_message(
-    key: str, message: Message, text: str, *, unsupported: bool = False
-) -> InboundMessage:
-    sender = message.from_user
-    reply = message.reply_to_message
-    route = {"thread_id": message.message_thread_id} if message.is_topic_message else {}
-    return InboundMessage(
-        provider=PROVIDER,
-        key=key,
-        chat_id=str(message.chat.id),
-        text=text,
-        message_id=str(message.message_id),
-        sender_id=str(sender.id) if sender else "",
-        sender_name=(sender.username or sender.full_name) if sender else "",
-        is_group=message.chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
-        reply_to_message_id=str(reply.message_id) if reply else "",
-        route=route,
-        unsupported=unsupported,
-    )
-
-
-def _from_callback(key: str, query: CallbackQuery) -> InboundMessage:
-    message = query.message
-    chat = message.chat if message is not None else None
-    return InboundMessage(
-        provider=PROVIDER,
-        key=key,
-        chat_id=str(chat.id if chat else query.from_user.id),
-        text="",
-        message_id=str(message.message_id) if message else "",
-        sender_id=str(query.from_user.id),
-        sender_name=query.from_user.username or query.from_user.full_name,
-        is_group=chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
-        callback_data=query.data or "",
-        callback_id=query.id,
-    )
-
-
-def _is_entity_error(exc: PermanentDeliveryError) -> bool:
-    return "can't parse entities" in str(exc).lower()
-
-
-def _seconds(value: float | dtm.timedelta) -> float:
-    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        return await call(awaitable, self.settings.token)

@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterable, Mapping
 
 from agent.chats.base import ChatProvider
-from agent.errors import PermanentDeliveryError, ProviderConflict, RetryLater
+from agent.errors import ChatMoved, PermanentDeliveryError, ProviderConflict, RetryLater
 from agent.logs import SecretFilter
 from agent.retry import Backoff
-from agent.store import queries
+from agent.store import allowed, queries
 from agent.store.models import Channel, Outbox
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class Delivery:
             while (row := queries.outbox_head(channel.id)) is not None:
                 if row.next_attempt_at > time.time():
                     break
+                if not allowed.may_deliver(row):  # access, read fresh: revoked since queued
+                    allowed.drop(row)
+                    continue
                 if not await self._deliver(row, channel, provider, backoff):
                     break
         finally:
@@ -93,7 +96,7 @@ class Delivery:
     ) -> bool:
         """Try one row; True when the chat may go on with its next row."""
         try:
-            chat = queries.chat_ref(channel)
+            chat = queries.chat_ref(channel, row)
             message = queries.outbox_message(row)
             message = dataclasses.replace(message, text=self._masker.mask(message.text))
             if row.kind == "edit":
@@ -112,6 +115,14 @@ class Delivery:
             return False
         except ProviderConflict as exc:
             queries.mark_retry(row, CONFLICT_RETRY_SECONDS, str(exc))
+            return False
+        except ChatMoved as exc:
+            # The chat lives on under a new id: move it, and the rescan sends there.
+            log.info("%s moved to %s: %s", channel.address, exc.new_chat_id, exc)
+            if exc.new_chat_id == channel.chat_id:  # nowhere to go: do not loop
+                queries.mark_failed(row, str(exc))
+                return True
+            queries.migrate_channel(channel.provider, channel.chat_id, exc.new_chat_id)
             return False
         except PermanentDeliveryError as exc:
             log.warning("send to %s failed for good: %s", channel.address, exc)

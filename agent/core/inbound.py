@@ -10,30 +10,44 @@ that may have gone out is looked for at the backend and sent only if it is not t
 as a prompt is handled again. While the backend cannot be asked, this is retried (the
 chat's later messages wait); at a stop the row stays for the next start. Only where the
 backend cannot tell is the chat told the message may not have reached Poco.
+
+A store write that fails (the database locked by another process, disk full) is retried,
+and the chat's later messages wait behind it, while the agent runs. Access is read from
+the store for each message: `pair approve/revoke` in another shell counts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
-from agent.core.access import AccessPolicy
+from agent.core.access import AccessPolicy, Decision
 from agent.core.handlers import Handlers
 from agent.core.intents import PromptInDoubt
-from agent.errors import BackendUnauthorized, BackendUnavailable
+from agent.errors import BackendUnauthorized, BackendUnavailable, StoreError
 from agent.retry import Backoff, sleep_or_stop
-from agent.store import queries
+from agent.store import allowed, queries
+from agent.store.db import WRITE_AT_ONCE, store_errors
 from agent.store.models import Channel, Inbound, database_proxy
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 STOP_GRACE_SECONDS = 10.0
-# Channels are re-read this often, so `pair approve/revoke` from another shell takes effect.
-CHANNEL_CACHE_SECONDS = 5.0
+# A failed store write is retried after this long, growing up to the maximum.
+STORE_RETRY_SECONDS = 0.2
+STORE_RETRY_MAX_SECONDS = 10.0
+
+
+class _Stopping(Exception):
+    """The agent stops while a store write still fails, or a cut-off message cannot be
+    settled yet: the row stays for the next start."""
 
 
 class InboundDispatcher:
@@ -49,9 +63,7 @@ class InboundDispatcher:
         self._queues: dict[tuple[str, str], asyncio.Queue[Inbound]] = {}
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.handled = 0
-        self._channels: dict[tuple[str, str], tuple[Channel, float]] = {}
-        self._stopping = False
-        self._stop_event = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def accept(self, messages: Sequence[InboundMessage]) -> None:
         """The providers' sink: durable once this returns."""
@@ -73,54 +85,54 @@ class InboundDispatcher:
         if queue is None:
             queue = self._queues[chat] = asyncio.Queue()
         queue.put_nowait(row)
-        if chat not in self._workers and not self._stopping:
+        if chat not in self._workers and not self._stopping.is_set():
             self._workers[chat] = asyncio.create_task(self._work(chat, queue), name=f"chat {chat}")
 
     async def _work(self, chat: tuple[str, str], queue: asyncio.Queue[Inbound]) -> None:
         try:
-            while not queue.empty() and not self._stopping:
+            while not queue.empty() and not self._stopping.is_set():
                 row = queue.get_nowait()
                 try:
                     await self._handle(row)
+                except _Stopping:
+                    break
                 except Exception:
-                    # E.g. the store failed: the row stays in the journal for the next start.
+                    # A bug: the row stays in the journal for the next start.
                     log.exception("inbound %s could not be handled", row.key)
         finally:
             # Idle chats cost nothing: the worker ends and the next message starts a new one.
             del self._workers[chat]
-            if queue.empty() or self._stopping:
+            if queue.empty() or self._stopping.is_set():
                 self._queues.pop(chat, None)
             else:
                 self._workers[chat] = asyncio.create_task(self._work(chat, queue))
 
     async def _handle(self, row: Inbound) -> None:
+        """Admit (retried), run the handler (once) or settle a cut-off message, record the
+        outcome (retried)."""
         message = queries.inbound_message(row)
-        channel = self._channel(message)
-        decision = self.access.decide(channel)
+        cut_off = row.status == "started"
+        channel, decision = await self._retrying(row, lambda: self._admit(row, message))
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
+        elif cut_off:
+            replies = await self._settle(row, message, channel, wait=False)
         else:
-            handled = await self._replies(row, message, channel)
-            if handled is None:
-                return  # stopping while it could not be settled: kept for the next start
-            replies = handled
-        with database_proxy.atomic():
-            queries.enqueue_many(channel, replies)
-            queries.mark_inbound(row, "done")
+            replies = await self._replies(row, message, channel)
+        await self._retrying(row, lambda: self._finish(row, message, channel, decision, replies))
         self.handled += 1
         if replies:
             self.wake_delivery()
 
     async def _replies(
         self, row: Inbound, message: InboundMessage, channel: Channel
-    ) -> list[OutboundMessage] | None:
-        if row.status == "started":  # cut off by a crash
-            return await self._settle(row, message, channel, wait=False)
-        queries.mark_inbound(row, "started")
+    ) -> list[OutboundMessage]:
         try:
-            return await self.handlers.handle(message, channel)
-        except PromptInDoubt as exc:
-            log.warning("message %s: no answer to POST /tasks (%s); looking again", row.key, exc)
+            with store_errors():
+                return await self.handlers.handle(message, channel)
+        except (PromptInDoubt, StoreError) as exc:
+            # A prompt may have gone out without its outcome recorded: settle it.
+            log.warning("message %s: %s; settling it", row.key, exc)
             return await self._settle(row, message, channel, wait=True)
         except Exception:
             # A bug must not kill the chat's worker; the trace goes to the log only.
@@ -129,44 +141,79 @@ class InboundDispatcher:
 
     async def _settle(
         self, row: Inbound, message: InboundMessage, channel: Channel, *, wait: bool
-    ) -> list[OutboundMessage] | None:
+    ) -> list[OutboundMessage]:
         """Replies to a message whose prompt may have gone out, retried while the backend
-        cannot be asked; None if the dispatcher stops first."""
+        (or the store) cannot answer; raises _Stopping if the agent stops first."""
         backoff = Backoff()
         # After a lost answer the backend may still be committing: give it a moment.
-        if wait and await sleep_or_stop(backoff.next_delay(), self._stop_event):
-            return None
+        if wait and await sleep_or_stop(backoff.next_delay(), self._stopping):
+            raise _Stopping
         while True:
             try:
-                replies = await self.handlers.settle(message, channel)
-                if replies is None:  # no prompt went out: handle it as new
-                    replies = await self.handlers.handle(message, channel)
+                with store_errors():
+                    replies = await self.handlers.settle(message, channel)
+                    if replies is None:  # no prompt went out: handle it as new
+                        replies = await self.handlers.handle(message, channel)
                 return replies
-            except (BackendUnavailable, PromptInDoubt) as exc:
-                log.warning("message %s not settled yet, backend: %s", row.key, exc)
+            except (BackendUnavailable, PromptInDoubt, StoreError) as exc:
+                log.warning("message %s not settled yet: %s", row.key, exc)
             except BackendUnauthorized as exc:
-                log.warning("message %s not settled yet, backend: %s", row.key, exc)
+                log.warning("message %s not settled yet: %s", row.key, exc)
                 self._tell_once(channel, f"unauthorized:{row.key}", "backend_unauthorized")
             except Exception:
                 log.exception("settling %s failed", row.key)
                 return [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
-            if await sleep_or_stop(backoff.next_delay(), self._stop_event):
-                return None
+            if await sleep_or_stop(backoff.next_delay(), self._stopping):
+                raise _Stopping
 
     def _tell_once(self, channel: Channel, dedup_key: str, text_key: str) -> None:
         reply = OutboundMessage(i18n.text(self.handlers.settings.lang, text_key))
-        if queries.enqueue(channel, reply, dedup_key=dedup_key) is not None:
-            self.wake_delivery()
+        with contextlib.suppress(StoreError), store_errors():
+            if queries.enqueue(channel, reply, dedup_key=dedup_key) is not None:
+                self.wake_delivery()
 
-    def _channel(self, message: InboundMessage) -> Channel:
-        chat = (message.provider, message.chat_id)
-        cached = self._channels.get(chat)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now and not message.route:
-            return cached[0]
+    def _admit(self, row: Inbound, message: InboundMessage) -> tuple[Channel, Decision]:
+        # The channel is read fresh: another process may have approved or revoked it.
         channel = queries.channel_for(message)
-        self._channels[chat] = (channel, now + CHANNEL_CACHE_SECONDS)
-        return channel
+        decision = self.access.decide(channel)
+        if decision.allowed:
+            queries.keep_route(channel, message)
+            queries.mark_inbound(row, "started")
+        return channel, decision
+
+    def _finish(
+        self,
+        row: Inbound,
+        message: InboundMessage,
+        channel: Channel,
+        decision: Decision,
+        replies: list[OutboundMessage],
+    ) -> None:
+        with database_proxy.atomic(WRITE_AT_ONCE):
+            if not decision.allowed:
+                # A refused chat's route is never kept: its reply carries the message's own.
+                extra = {allowed.ACCESS_REPLY: True}
+                for reply in replies:
+                    queries.enqueue(channel, reply, extra=extra, route=message.route)
+            else:
+                queries.enqueue_many(channel, replies)
+                if not allowed.channel_allowed(channel.id):
+                    # Revoked while its handler ran: what the handler bound goes too.
+                    allowed.cut_off(channel)
+            queries.mark_inbound(row, "done")
+
+    async def _retrying(self, row: Inbound, write: Callable[[], T]) -> T:
+        """Run a store step until it succeeds; the chat's next messages wait behind it."""
+        backoff = Backoff(STORE_RETRY_SECONDS, STORE_RETRY_MAX_SECONDS)
+        while True:
+            try:
+                with store_errors():
+                    return write()
+            except StoreError as exc:
+                delay = backoff.next_delay()
+                log.warning("inbound %s: %s; retrying in %.1fs", row.key, exc, delay)
+            if await sleep_or_stop(delay, self._stopping):
+                raise _Stopping
 
     @property
     def busy(self) -> bool:
@@ -174,8 +221,7 @@ class InboundDispatcher:
 
     async def stop(self) -> None:
         """Let running handlers finish (bounded); unstarted rows stay for the next start."""
-        self._stopping = True
-        self._stop_event.set()
+        self._stopping.set()
         workers = list(self._workers.values())
         if not workers:
             return

@@ -41,6 +41,7 @@ from agent.core.typing_indicator import TypingIndicator
 from agent.errors import BackendError, BackendNotFound, BackendUnauthorized
 from agent.status import BackendStatus
 from agent.store import queries
+from agent.store.db import WRITE_AT_ONCE
 from agent.store.models import TrackedSession, database_proxy
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ class Notifier:
         now: float,
     ) -> None:
         """Outbox rows and the cursors that say so, in one transaction."""
-        with database_proxy.atomic():
+        with database_proxy.atomic(WRITE_AT_ONCE):
             for read in reads:
                 self.feed.apply(read, digest)
                 self._after_read(read, prompted, now)
@@ -367,7 +368,7 @@ class Notifier:
         live = {
             r.id: r for r in requests if r.session_id in followed and not r.is_expired(time.time())
         }
-        with database_proxy.atomic():
+        with database_proxy.atomic(WRITE_AT_ONCE):
             for request in live.values():
                 self._show_prompt(request)
             for prompt, state in prompts.closed_prompts(set(live), followed, time.time()):

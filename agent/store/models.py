@@ -56,6 +56,19 @@ class Channel(BaseModel):
         return f"{self.provider}:{self.chat_id}"
 
 
+class ChatMove(BaseModel):
+    """A chat that got a new id (a Telegram group upgraded to a supergroup): its old id
+    still finds the chat, e.g. for a late message or an old pairing code."""
+
+    provider = peewee.CharField()
+    old_chat_id = peewee.CharField()
+    new_chat_id = peewee.CharField()
+    moved_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("provider", "old_chat_id"), True),)
+
+
 class Binding(BaseModel):
     """The session a chat's plain text continues."""
 
@@ -214,6 +227,7 @@ class PromptClosure(BaseModel):
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Meta,
     Channel,
+    ChatMove,
     Binding,
     Watch,
     TrackedSession,

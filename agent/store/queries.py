@@ -10,12 +10,17 @@ from typing import Any
 import peewee
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage
+from agent.store.allowed import open_access
+from agent.store.db import durable_transaction
 from agent.store.models import (
     Binding,
     Channel,
+    ChatMove,
     Inbound,
+    InputPrompt,
     Meta,
     Outbox,
+    Pairing,
     TrackedSession,
     Watch,
     database_proxy,
@@ -36,33 +41,136 @@ def set_meta(key: str, value: str) -> None:
 # --- channels ---
 
 
+_CHANNEL_FIELDS = (
+    "id",
+    "provider",
+    "chat_id",
+    "title",
+    "is_group",
+    "allowed",
+    "created_at",
+    "route",
+)
+
+
 def channel_for(message: InboundMessage) -> Channel:
-    """The channel of an inbound message, created on first sight; its route kept current."""
-    channel, created = Channel.get_or_create(
-        provider=message.provider,
-        chat_id=message.chat_id,
-        defaults={"is_group": message.is_group, "title": message.sender_name},
+    """The channel of an inbound message, created on first sight.
+
+    Read afresh for every message (access may have changed in another process), so in
+    plain SQL: peewee's query building would cost more than SQLite itself. Its route is
+    not taken from here: only a message that access control let in may set where the
+    chat's notifications go (`keep_route`).
+    """
+    row = database_proxy.execute_sql(
+        f"SELECT {', '.join(_CHANNEL_FIELDS)} FROM channel WHERE provider = ? AND chat_id = ?",  # noqa: S608
+        (message.provider, message.chat_id),
+    ).fetchone()
+    if row is not None:
+        values = dict(zip(_CHANNEL_FIELDS, row, strict=True))
+        values["is_group"], values["allowed"] = bool(values["is_group"]), bool(values["allowed"])
+        return Channel(**values)
+    # Not under this id: maybe under the id it had before it moved, else a new chat.
+    return find_channel(message.provider, message.chat_id) or _create_channel(
+        message.provider, message.chat_id, is_group=message.is_group, title=message.sender_name
     )
-    if message.route:
-        route = json.dumps(message.route, sort_keys=True)
-        if route != channel.route or channel.is_group != message.is_group:
-            channel.route = route
-            channel.is_group = message.is_group
-            channel.save()
-    return channel
+
+
+def keep_route(channel: Channel, message: InboundMessage) -> None:
+    """An admitted message: its delivery data becomes the chat's (e.g. a fresh sessionWebhook)."""
+    if not message.route:
+        return
+    route = json.dumps(message.route, sort_keys=True)
+    if route != channel.route or channel.is_group != message.is_group:
+        channel.route, channel.is_group = route, message.is_group
+        # Only these two fields: the object may be older than an approval made meanwhile.
+        Channel.update(route=route, is_group=message.is_group).where(
+            Channel.id == channel.id
+        ).execute()
 
 
 def find_channel(provider: str, chat_id: str) -> Channel | None:
+    """The chat's channel, also under an id it had before it moved."""
+    channel = _exact_channel(provider, chat_id)
+    if channel is None:
+        move = ChatMove.get_or_none(
+            (ChatMove.provider == provider) & (ChatMove.old_chat_id == chat_id)
+        )
+        if move is not None:
+            channel = _exact_channel(provider, move.new_chat_id)
+    return channel
+
+
+def _exact_channel(provider: str, chat_id: str) -> Channel | None:
     return Channel.get_or_none((Channel.provider == provider) & (Channel.chat_id == chat_id))
 
 
 def ensure_channel(provider: str, chat_id: str) -> Channel:
-    channel, _ = Channel.get_or_create(provider=provider, chat_id=chat_id)
+    return find_channel(provider, chat_id) or _create_channel(provider, chat_id)
+
+
+def _create_channel(provider: str, chat_id: str, **fields: Any) -> Channel:
+    channel, _ = Channel.get_or_create(provider=provider, chat_id=chat_id, defaults=fields)
     return channel
 
 
-def chat_ref(channel: Channel) -> ChatRef:
+def migrate_channel(provider: str, old_chat_id: str, new_chat_id: str) -> Channel | None:
+    """The chat got a new id (a Telegram group upgraded to a supergroup): its approval,
+    pairing code, binding, watches, prompts and pending outbox rows follow. Idempotent.
+
+    Usually the chat is simply renamed. If the new id already has a channel (someone wrote
+    in the supergroup before we learnt of the move), the old one is merged into it.
+    """
+    if old_chat_id == new_chat_id:
+        return find_channel(provider, new_chat_id)
+    with database_proxy.atomic():
+        ChatMove.replace(
+            provider=provider, old_chat_id=old_chat_id, new_chat_id=new_chat_id
+        ).execute()
+        Pairing.update(chat_id=new_chat_id).where(
+            (Pairing.provider == provider) & (Pairing.chat_id == old_chat_id)
+        ).execute()
+        old = _exact_channel(provider, old_chat_id)
+        new = _exact_channel(provider, new_chat_id)
+        if old is None:
+            return new
+        if new is None:
+            Channel.update(chat_id=new_chat_id, is_group=True).where(Channel.id == old.id).execute()
+            return _exact_channel(provider, new_chat_id)
+        _merge_channel(old, new)
+        return _exact_channel(provider, new_chat_id)
+
+
+def _merge_channel(old: Channel, new: Channel) -> None:
+    """Move what `old` holds to `new` (what `new` already has wins), then drop `old`."""
+    Channel.update(allowed=old.allowed or new.allowed, is_group=True).where(
+        Channel.id == new.id
+    ).execute()
+    if bound_session(new) is None:
+        Binding.update(channel=new).where(Binding.channel == old).execute()
+    watched = watched_session_ids(new)
+    Watch.update(channel=new).where(
+        (Watch.channel == old) & Watch.session_id.not_in(list(watched))
+    ).execute()
+    taken_keys = Outbox.select(Outbox.dedup_key).where(
+        (Outbox.channel == new) & Outbox.dedup_key.is_null(False)
+    )
+    Outbox.update(channel=new).where(
+        (Outbox.channel == old)
+        & (Outbox.status == "pending")
+        & (Outbox.dedup_key.is_null() | Outbox.dedup_key.not_in(taken_keys))
+    ).execute()
+    taken_requests = InputPrompt.select(InputPrompt.request_id).where(InputPrompt.channel == new)
+    InputPrompt.update(channel=new).where(
+        (InputPrompt.channel == old) & InputPrompt.request_id.not_in(taken_requests)
+    ).execute()
+    old.delete_instance()  # cascades to whatever stayed behind
+
+
+def chat_ref(channel: Channel, row: Outbox | None = None) -> ChatRef:
+    """Where to deliver; a row's own route (a reply to a refused chat) comes first."""
     route: dict[str, Any] = json.loads(channel.route or "{}")
+    if row is not None:
+        route.update(outbox_payload(row).get("route") or {})
     return ChatRef(channel.provider, channel.chat_id, channel.is_group, route)
 
 
@@ -72,14 +180,18 @@ def chat_ref(channel: Channel) -> ChatRef:
 def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
     """Persist new messages in one transaction; already-journaled keys are skipped.
 
+    The platform is told "received" after this: the commit must survive power loss.
     Plain SQL: this runs for every inbound message, and peewee's query building would
     cost more than SQLite itself.
     """
     created: list[Inbound] = []
     now = time.time()
-    with database_proxy.atomic():
+    with durable_transaction():
         for message in messages:
             payload = json.dumps(message.to_dict())
+            if message.moved_to:
+                _record_move(message, payload, now)
+                continue
             cursor = database_proxy.execute_sql(
                 "INSERT OR IGNORE INTO inbound (key, provider, chat_id, payload, status,"
                 " received_at) VALUES (?, ?, ?, ?, 'pending', ?)",
@@ -98,6 +210,18 @@ def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
                     )
                 )
     return created
+
+
+def _record_move(message: InboundMessage, payload: str, now: float) -> None:
+    """A chat's move is applied as it is journaled (before the platform is told we have
+    it), so no later message of the chat is handled under the old id."""
+    cursor = database_proxy.execute_sql(
+        "INSERT OR IGNORE INTO inbound (key, provider, chat_id, payload, status,"
+        " received_at, handled_at) VALUES (?, ?, ?, ?, 'done', ?, ?)",
+        (message.key, message.provider, message.chat_id, payload, now, now),
+    )
+    if cursor.rowcount == 1:
+        migrate_channel(message.provider, message.chat_id, message.moved_to)
 
 
 def inbound_rows(status: str) -> list[Inbound]:
@@ -171,12 +295,11 @@ def watched_session_ids(channel: Channel) -> set[str]:
 
 
 def watches_of(session_id: str) -> list[Watch]:
-    return list(
-        Watch.select(Watch, Channel)
-        .join(Channel)
-        .where(Watch.session_id == session_id)
-        .order_by(Watch.id)
-    )
+    """The session's watches by chats allowed now (a revoked chat is told nothing)."""
+    query = Watch.select(Watch, Channel).join(Channel).where(Watch.session_id == session_id)
+    if not open_access():
+        query = query.where(Channel.allowed)
+    return list(query.order_by(Watch.id))
 
 
 def has_new_watcher(session_id: str) -> bool:
@@ -202,12 +325,13 @@ def forget_session(session_id: str) -> None:
 
 
 def channels_bound_to_runs(run_statuses: Iterable[str]) -> list[Channel]:
-    return list(
+    query = (
         Channel.select()
         .join(Binding)
         .join(TrackedSession, on=(Binding.session_id == TrackedSession.session_id))
         .where(TrackedSession.latest_run_status.in_(list(run_statuses)))
     )
+    return list(query if open_access() else query.where(Channel.allowed))
 
 
 # --- outbox ---
@@ -220,9 +344,14 @@ def enqueue(
     dedup_key: str | None = None,
     kind: str = "message",
     extra: dict[str, Any] | None = None,
+    route: dict[str, Any] | None = None,
 ) -> Outbox | None:
-    """Queue a message for a chat; None if `dedup_key` was already queued for it."""
+    """Queue a message for a chat; None if `dedup_key` was already queued for it.
+
+    `route` goes with this row only (a reply to a refused chat, whose route is not kept)."""
     payload = {"message": message.to_dict(), **(extra or {})}
+    if route:
+        payload["route"] = route
     try:
         with database_proxy.atomic():
             return Outbox.create(
@@ -232,9 +361,11 @@ def enqueue(
         return None
 
 
-def enqueue_many(channel: Channel, messages: Iterable[OutboundMessage]) -> None:
+def enqueue_many(
+    channel: Channel, messages: Iterable[OutboundMessage], *, route: dict[str, Any] | None = None
+) -> None:
     for message in messages:
-        enqueue(channel, message)
+        enqueue(channel, message, route=route)
 
 
 def outbox_heads() -> list[Outbox]:

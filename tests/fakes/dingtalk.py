@@ -10,8 +10,9 @@ Speaks the wire format the dingtalk-stream SDK and the OpenAPI docs describe:
 * `POST /v1.0/oauth2/accessToken` {appKey, appSecret} -> {accessToken, expireIn}.
 * `POST /v1.0/robot/groupMessages/send` / `oToMessages/batchSend` with header
   `x-acs-dingtalk-access-token`; 401 {code: InvalidAuthentication, message, requestid}.
-* sessionWebhook and custom robot webhook: {msgtype: markdown, markdown: {title, text}}
-  -> {errcode: 0, errmsg: "ok"}.
+* sessionWebhook (`/robot/sendBySession?session=…`, as DingTalk hands it out on
+  oapi.dingtalk.com) and custom robot webhook (`/robot/send?access_token=…`):
+  {msgtype: markdown, markdown: {title, text}} -> {errcode: 0, errmsg: "ok"}.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class FakeDingTalk:
         self.answer_pings = True  # False: a half-dead link that never answers websocket pings
 
         self._gateway_available = True
+        self.tickets_issued: list[str] = []
+        self.refused_handshakes = 0
+        self.handshake_refusal: int | None = None  # an HTTP status: every handshake fails
         self._tickets: set[str] = set()
         self._tokens: set[str] = set()
         self._conns: list[_Conn] = []
@@ -103,7 +107,7 @@ class FakeDingTalk:
         app.router.add_post("/v1.0/oauth2/accessToken", self._token)
         app.router.add_post("/v1.0/robot/groupMessages/send", self._group_send)
         app.router.add_post("/v1.0/robot/oToMessages/batchSend", self._oto_send)
-        app.router.add_post("/robot/sendBySession/{session}", self._session_send)
+        app.router.add_post("/robot/sendBySession", self._session_send)
         app.router.add_post("/robot/send", self._custom_send)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -154,7 +158,7 @@ class FakeDingTalk:
 
     def fail_next(self, route: str, status: int, body: dict[str, Any] | None = None) -> None:
         """Answer the next request on `route` (group, oto, session_webhook, custom_webhook,
-        token, open) with `status` and `body`."""
+        token, open, connect: the websocket handshake) with `status` and `body`."""
         payload = body if body is not None else {"code": "ServiceUnavailable", "message": "fake"}
         self._failures.setdefault(route, []).append((status, payload))
 
@@ -190,7 +194,8 @@ class FakeDingTalk:
             "senderCorpId": "dingcorp",
             "conversationType": conversation_type,
             "senderId": sender_id or f"$:LWCP_v1:${sender_staff_id}",
-            "sessionWebhook": f"{self.url}/robot/sendBySession/{session}",
+            # DingTalk's shape: https://oapi.dingtalk.com/robot/sendBySession?session=…
+            "sessionWebhook": f"{self.url}/robot/sendBySession?session={session}",
             "robotCode": self.robot_code,
             "msgtype": msgtype,
         }
@@ -354,14 +359,27 @@ class FakeDingTalk:
             )
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
+        self.tickets_issued.append(ticket)
         return web.json_response(
             {"endpoint": f"ws://127.0.0.1:{self._port}/connect", "ticket": ticket}
         )
 
     async def _connect(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
-        if not self._gateway_available or ticket not in self._tickets:
-            return web.json_response({"code": "InvalidTicket", "message": "bad ticket"}, status=401)
+        failure = self._injected("connect")
+        if failure is None and self.handshake_refusal is not None:
+            failure = web.json_response(
+                {"code": "Forbidden", "message": "connection refused"},
+                status=self.handshake_refusal,
+            )
+        if failure is None and (not self._gateway_available or ticket not in self._tickets):
+            failure = web.json_response(
+                {"code": "InvalidTicket", "message": "bad ticket"}, status=401
+            )
+        if failure is not None:
+            self.refused_handshakes += 1
+            await self.notify()
+            return failure
         self._tickets.discard(ticket)
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
@@ -470,7 +488,7 @@ class FakeDingTalk:
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def _session_send(self, request: web.Request) -> web.Response:
-        expires = self._sessions.get(request.match_info["session"])
+        expires = self._sessions.get(request.query.get("session", ""))
         if expires is None or expires < time.time() * 1000:
             return web.json_response({"errcode": 300001, "errmsg": "session is expired"})
         return await self._webhook_send(request, "session_webhook")

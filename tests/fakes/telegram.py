@@ -36,10 +36,42 @@ CONFLICT_WEBHOOK = (
 V2_MARKS = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
 
 
+# Telegram's nginx front answers a gateway error itself, with an HTML page, not Bot API JSON.
+NGINX_PAGES = {
+    502: "Bad Gateway",
+    504: "Gateway Time-out",
+}
+MIGRATED = "Bad Request: group chat was upgraded to a supergroup chat"
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        *,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status, self.description, self.retry_after = status, description, retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
+
+    def response(self) -> web.Response:
+        """The answer as Telegram gives it (see ResponseParameters in the Bot API docs)."""
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.status,
+            "description": self.description,
+        }
+        parameters: dict[str, int] = {}
+        if self.retry_after is not None:
+            parameters["retry_after"] = self.retry_after
+        if self.migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = self.migrate_to_chat_id
+        if parameters:
+            body["parameters"] = parameters
+        return web.json_response(body, status=self.status)
 
 
 def parse_markdown_v2(source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -146,6 +178,7 @@ class FakeTelegram:
         self.token, self.bot_username = token, bot_username
         self.blocked_chats: set[int] = set()
         self.missing_chats: set[int] = set()
+        self.migrated_chats: dict[int, int] = {}  # group id -> its supergroup's id
         self.sent: list[dict[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.confirmed_offset = 0
@@ -210,7 +243,9 @@ class FakeTelegram:
         count: int = 1,
         after: int = 0,
     ) -> None:
-        """The next `count` calls of `method` fail, once `after` more have succeeded."""
+        """The next `count` calls of `method` fail, once `after` more have succeeded.
+
+        A 502 or 504 without a `description` is nginx's HTML page, as Telegram's front sends."""
         self._failures.setdefault(method.lower(), []).extend(
             [(status, retry_after, description)] * count
         )
@@ -290,6 +325,32 @@ class FakeTelegram:
             }
         )
 
+    def migrate_group(self, chat_id: int, *, announce: bool = True) -> int:
+        """Upgrade a group to a supergroup, as Telegram does; returns the new chat id.
+
+        The group's id is dead from now on: a call to it answers 400 with
+        `parameters.migrate_to_chat_id`. With `announce`, the bot also gets the two service
+        messages: `migrate_to_chat_id` in the old group, `migrate_from_chat_id` in the new."""
+        new_id = -(10**12) - abs(chat_id)  # supergroup ids look like -100xxxxxxxxxx
+        self.migrated_chats[chat_id] = new_id
+        old_chat = self._chat(chat_id, "group")
+        new_chat = self._chat(new_id, "supergroup")
+        user = {"id": abs(chat_id), "is_bot": False, "first_name": "User"}
+        if announce:
+            for chat, field, value in (
+                (old_chat, "migrate_to_chat_id", new_id),
+                (new_chat, "migrate_from_chat_id", chat_id),
+            ):
+                message = {
+                    "message_id": self._message_id(chat["id"]),
+                    "from": user,
+                    "chat": chat,
+                    "date": int(time.time()),
+                    field: value,
+                }
+                self.inject_raw({"message": message})
+        return new_id
+
     async def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 5) -> None:
         async with self._cond:
             await asyncio.wait_for(self._cond.wait_for(lambda: predicate(self)), timeout)
@@ -358,6 +419,10 @@ class FakeTelegram:
                 self._failures_after[key] -= 1
             elif self._failures.get(key):
                 status, retry_after, description = self._failures[key].pop(0)
+                if description is None and status in NGINX_PAGES:
+                    return web.Response(
+                        status=status, text=_nginx_page(status), content_type="text/html"
+                    )
                 if status == 429 and retry_after is None:
                     retry_after = 1
                 raise ApiError(
@@ -369,14 +434,7 @@ class FakeTelegram:
             result = await handler(params)
             return web.json_response({"ok": True, "result": result})
         except ApiError as err:
-            body: dict[str, Any] = {
-                "ok": False,
-                "error_code": err.status,
-                "description": err.description,
-            }
-            if err.retry_after is not None:
-                body["parameters"] = {"retry_after": err.retry_after}
-            return web.json_response(body, status=err.status)
+            return err.response()
         finally:
             self._notify()
 
@@ -532,6 +590,8 @@ class FakeTelegram:
 
     def _check_chat(self, params: dict[str, Any]) -> int:
         chat_id = params.get("chat_id")
+        if chat_id in self.migrated_chats:
+            raise ApiError(400, MIGRATED, migrate_to_chat_id=self.migrated_chats[chat_id])
         if not isinstance(chat_id, int) or chat_id in self.missing_chats:
             raise ApiError(400, "Bad Request: chat not found")
         if chat_id in self.blocked_chats:
@@ -617,6 +677,15 @@ class FakeTelegram:
         )
 
 
+def _nginx_page(status: int) -> str:
+    title = f"{status} {NGINX_PAGES[status]}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+
+
 def _default_description(status: int, retry_after: int | None) -> str:
     if status == 429:
         return f"Too Many Requests: retry after {retry_after or 1}"
@@ -628,4 +697,5 @@ def _default_description(status: int, retry_after: int | None) -> str:
         409: CONFLICT_POLL,
         500: "Internal Server Error",
         502: "Bad Gateway",
+        504: "Gateway Time-out",
     }.get(status, "Error")

@@ -165,6 +165,16 @@ class FakePoco(NewRoutes, ExecutorSide):
         finally:
             self._poke()
 
+    def send_queued_now_sync(self, session_id: str) -> Json:
+        """The web UI's "send now" on the oldest waiting query (a failed run paused the
+        queue): with no run in the way it becomes a run at once; returns the item."""
+        item = self._active_items(session_id)[0]
+        item.update(status="queued", updated_at=self._clock.stamp())
+        if self._blocking_run(session_id) is None:
+            self._promote_item(session_id, item)
+        self._poke()
+        return item
+
     # -- HTTP plumbing -------------------------------------------------------------------
 
     def _routes(self, app: web.Application) -> None:
