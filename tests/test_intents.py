@@ -10,6 +10,7 @@ tests/test_crash.py kill the real agent instead.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,11 @@ from agent.config import build_settings
 from agent.core.intents import client_request_id
 from agent.store import db, queries
 from agent.store import intents as store
+from agent.store.models import database_proxy
 from tests.conftest import agent_environment, run_agent
 from tests.fakes.poco import GEN_NEW, GEN_OLD, GENERATIONS, FakePoco
 from tests.fakes.telegram import FakeTelegram
+from tests.test_access import until
 from tests.test_e2e_telegram import texts_to
 
 CHAT = 4242
@@ -356,3 +359,34 @@ async def test_a_refused_token_is_said_once_and_the_prompt_waits_for_the_fix(
     [session_id] = sessions_starting_with(poco, "Write a poem")
     assert "Session created" in texts_to(telegram_api, CHAT)[1]
     assert session_id in texts_to(telegram_api, CHAT)[1]
+
+
+async def test_a_store_failure_after_the_answer_is_settled_not_reported_down(
+    telegram_api: FakeTelegram,
+    poco: FakePoco,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The backend created the session, then the store could not record it (another
+    process holds the write lock): the chat must not hear "cannot be reached" (it would
+    send the prompt again); the session is found once the store is back."""
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        database_proxy.execute_sql("PRAGMA busy_timeout = 20")
+        other = sqlite3.connect(data_dir / "im.db", isolation_level=None)
+        try:
+            poco.hold_tasks(create=True)
+            telegram_api.inject_message(CHAT, "/new Write a poem")
+            await poco.wait_for(lambda p: p.tasks_held == 1, timeout=10)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                poco.release_tasks()
+                await asyncio.wait_for(until(lambda: "settl" in caplog.text), timeout=10)
+            finally:
+                other.execute("ROLLBACK")
+        finally:
+            other.close()
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) >= 1, 15)
+    [session_id] = sessions_starting_with(poco, "Write a poem")
+    [reply] = texts_to(telegram_api, CHAT)
+    assert "Session created" in reply and session_id in reply
