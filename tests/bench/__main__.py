@@ -12,7 +12,18 @@ BENCHES = {
     "inbound_paced": harness.inbound_paced,
     "inbound_burst": harness.inbound_burst,
     "idle": lambda: harness.idle_cost(watched=50, running=0),
+    "idle_new": lambda: harness.idle_cost(watched=50, running=0, generation=harness.GEN_NEW),
+    "idle_history": lambda: harness.idle_cost(
+        watched=0, history=3000, queued_forever=10, old_bound=True
+    ),
+    "idle_history_new": lambda: harness.idle_cost(
+        watched=0, history=3000, queued_forever=10, old_bound=True, generation=harness.GEN_NEW
+    ),
     "running": lambda: harness.idle_cost(watched=50, running=5),
+    "outside": harness.outside_latency,
+    "outside_new": lambda: harness.outside_latency(generation=harness.GEN_NEW),
+    "long_session": harness.long_session_cycle,
+    "long_session_new": lambda: harness.long_session_cycle(generation=harness.GEN_NEW),
     "notification": harness.notification_latency,
     "startup": harness.startup_time,
     "dingtalk": harness.dingtalk_stream,

@@ -22,7 +22,7 @@ import httpx
 
 from tests.conftest import agent_environment, subprocess_env
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.poco import GEN_OLD, FakePoco
+from tests.fakes.poco import GEN_NEW, GEN_OLD, FakePoco
 from tests.fakes.telegram import FakeTelegram
 
 # The guide's polling defaults (the tests' fixture polls faster).
@@ -33,6 +33,7 @@ GUIDE_POLLING = {
     "TELEGRAM_POLL_TIMEOUT_SECONDS": "30",
     "IM_LOG_LEVEL": "WARNING",
 }
+BOTH_GENERATIONS = (GEN_OLD, GEN_NEW)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -199,15 +200,24 @@ async def inbound_burst(chats: int = 30, per_chat: int = 20) -> dict[str, Any]:
             }
 
 
-async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) -> dict[str, Any]:
-    """Backend requests/min, CPU s/min and RSS with `watched` finished watched sessions."""
-    async with fakes() as (telegram, poco, data_dir):
-        env = agent_environment(
-            data_dir,
-            telegram=telegram,
-            poco=poco,
-            **GUIDE_POLLING,
-        )
+async def idle_cost(
+    watched: int = 50,
+    running: int = 0,
+    seconds: float = 60,
+    *,
+    generation: str = GEN_OLD,
+    history: int = 0,
+    queued_forever: int = 0,
+    old_bound: bool = False,
+) -> dict[str, Any]:
+    """Backend requests/min, CPU s/min and RSS at idle: `watched` finished watched sessions,
+    `running` ones, `history` finished unwatched ones (newer than an `old_bound` session a
+    chat is connected to), and `queued_forever` watched sessions no executor ever takes."""
+    async with fakes(generation) as (telegram, poco, data_dir):
+        env = agent_environment(data_dir, telegram=telegram, poco=poco, **GUIDE_POLLING)
+        old = poco.create_session(prompt="the old bound one", status="completed")
+        for i in range(history):
+            poco.create_session(prompt=f"history {i}", status="completed")
         finished = []
         for i in range(watched):
             session_id = poco.create_session(prompt=f"old {i}")
@@ -220,31 +230,103 @@ async def idle_cost(watched: int = 50, running: int = 0, seconds: float = 60) ->
             session_id = poco.create_session(prompt=f"busy {i}")
             poco.start_run(session_id)
             active.append(session_id)
+        stuck = [poco.create_session(prompt=f"stuck {i}") for i in range(queued_forever)]
         async with agent_process(env, data_dir) as pid:
             # One chat per session: Telegram allows about one message per second per chat.
             before = len(telegram.sent)
-            for i, session_id in enumerate(finished + active):
-                telegram.inject_message(70_000 + i, f"/watch {session_id}")
+            followed = finished + active + stuck + ([old] if old_bound else [])
+            for i, session_id in enumerate(followed):
+                verb = "/connect" if session_id == old else "/watch"
+                telegram.inject_message(70_000 + i, f"{verb} {session_id}")
+            await telegram.wait_for(lambda f: len(f.sent) >= before + len(followed), timeout=120)
             await telegram.wait_for(
                 lambda f: sum("completed" in (m["text"] or "") for m in f.sent[before:]) >= watched,
                 timeout=120,
             )
-            await asyncio.sleep(3)  # let first-sight fetches settle
+            await asyncio.sleep(5)  # let first-sight fetches settle
             requests_before = len(poco.requests)
             cpu_before = cpu_seconds(pid)
             await asyncio.sleep(seconds)
             minutes = seconds / 60
+            calls = poco.requests[requests_before:]
             return {
+                "generation": generation,
                 "watched_finished": watched,
                 "running": running,
-                "backend_requests_per_min": round(
-                    (len(poco.requests) - requests_before) / minutes, 1
-                ),
+                "history": history,
+                "queued_forever": queued_forever,
+                "backend_requests_per_min": round(len(calls) / minutes, 1),
                 "cpu_s_per_min": round((cpu_seconds(pid) - cpu_before) / minutes, 3),
-                "requests_by_route": dict(
-                    Counter(call.route for call in poco.requests[requests_before:])
-                ),
+                "requests_by_route": dict(Counter(call.route_key for call in calls)),
                 "rss_mb": round(rss_mb(pid), 1),
+            }
+
+
+async def outside_latency(
+    samples: int = 12, *, generation: str = GEN_OLD, watched: int = 50
+) -> dict[str, Any]:
+    """A run started in the web UI on a finished watched session → its text in the chat,
+    at the contract's default intervals (bound: recent + messages interval + delivery)."""
+    async with fakes(generation) as (telegram, poco, data_dir):
+        env = agent_environment(data_dir, telegram=telegram, poco=poco, **GUIDE_POLLING)
+        sessions = [
+            poco.create_session(prompt=f"w {i}", status="completed") for i in range(watched)
+        ]
+        async with agent_process(env, data_dir):
+            before = len(telegram.sent)
+            for i, session_id in enumerate(sessions):
+                telegram.inject_message(90_000 + i, f"/watch {session_id}")
+            await telegram.wait_for(lambda f: len(f.sent) >= before + 2 * watched, timeout=120)
+            await asyncio.sleep(6)
+            latencies = []
+            for i in range(samples):
+                session_id = sessions[i % watched]
+                marker = f"outside-{i}"
+                started = time.monotonic()
+                poco.post_task_from_web(f"follow-up {i}", session_id)
+                poco.start_run(session_id)
+                poco.add_assistant_text(session_id, marker)
+                poco.finish_run(session_id, "completed")
+                await telegram.wait_for(
+                    lambda f, m=marker: any(m in (s["text"] or "") for s in f.sent), timeout=60
+                )
+                got = next(s["at"] for s in telegram.sent if marker in (s["text"] or ""))
+                latencies.append((got - started) * 1000)
+                await asyncio.sleep(1.3 + (i % 4) * 0.9)  # de-phase from the intervals
+            return {
+                "generation": generation,
+                "bound_s": 5 + 2,
+                "latency_p50_ms": round(statistics.median(latencies), 1),
+                "latency_p99_ms": round(percentile(latencies, 99), 1),
+            }
+
+
+async def long_session_cycle(
+    messages: int = 2000, seconds: float = 20, *, generation: str = GEN_OLD
+) -> dict[str, Any]:
+    """One active session with `messages` messages: requests and bytes per poll cycle."""
+    async with fakes(generation) as (telegram, poco, data_dir):
+        env = agent_environment(data_dir, telegram=telegram, poco=poco, **GUIDE_POLLING)
+        session_id = poco.create_session(prompt="a long one")
+        poco.start_run(session_id)
+        for i in range(messages - 1):
+            poco.add_assistant_text(session_id, f"line {i} " + "x" * 200)
+        async with agent_process(env, data_dir):
+            telegram.inject_message(95_000, f"/watch {session_id}")
+            await telegram.wait_for(lambda f: len(f.sent) >= 2, timeout=60)
+            await asyncio.sleep(5)
+            since = len(poco.requests)
+            await asyncio.sleep(seconds)
+            calls = poco.requests[since:]
+            cycles = seconds / float(GUIDE_POLLING["POLL_SESSION_MESSAGES_INTERVAL_SECONDS"])
+            messages_calls = [c for c in calls if "/messages" in c.route]
+            return {
+                "generation": generation,
+                "messages": messages,
+                "requests_per_cycle": round(len(calls) / cycles, 2),
+                "message_requests_per_cycle": round(len(messages_calls) / cycles, 2),
+                "kb_per_cycle": round(sum(c.response_bytes for c in calls) / cycles / 1024, 1),
+                "requests_by_route": dict(Counter(call.route_key for call in calls)),
             }
 
 

@@ -33,6 +33,38 @@ async def test_idle_cost_finished_sessions() -> None:
     assert figures["rss_mb"] <= 80
 
 
+@pytest.mark.parametrize("generation", [harness.GEN_OLD, harness.GEN_NEW])
+async def test_idle_cost_in_both_generations(generation: str) -> None:
+    figures = await harness.idle_cost(watched=50, generation=generation)
+    print("idle", figures)
+    assert figures["backend_requests_per_min"] <= 15
+    assert figures["cpu_s_per_min"] <= 0.3
+    assert figures["rss_mb"] <= 80
+
+
+@pytest.mark.parametrize("generation", [harness.GEN_OLD, harness.GEN_NEW])
+async def test_idle_cost_is_flat_in_history(generation: str) -> None:
+    figures = await harness.idle_cost(
+        watched=0, history=3000, queued_forever=10, old_bound=True, generation=generation
+    )
+    print("idle with history", figures)
+    assert figures["backend_requests_per_min"] <= 15
+
+
+@pytest.mark.parametrize("generation", [harness.GEN_OLD, harness.GEN_NEW])
+async def test_outside_started_run_latency(generation: str) -> None:
+    figures = await harness.outside_latency(generation=generation)
+    print("outside", figures)
+    assert figures["latency_p99_ms"] <= (figures["bound_s"] + 1) * 1000
+
+
+@pytest.mark.parametrize("generation", [harness.GEN_OLD, harness.GEN_NEW])
+async def test_long_session_cycle(generation: str) -> None:
+    figures = await harness.long_session_cycle(generation=generation)
+    print("long session", figures)
+    assert figures["message_requests_per_cycle"] <= 1.2
+
+
 async def test_cost_with_running_sessions() -> None:
     figures = await harness.idle_cost(watched=50, running=5)
     print("running", figures)

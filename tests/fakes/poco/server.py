@@ -209,7 +209,10 @@ class FakePoco(NewRoutes, ExecutorSide):
             failure = self._take_failure(call)
             if failure is not None:
                 return failure
-            return await self._dispatch(request, handler)
+            response = await self._dispatch(request, handler)
+            if isinstance(response, web.Response) and response.body is not None:
+                call.response_bytes = len(bytes(response.body))  # type: ignore[arg-type]
+            return response
         finally:
             await self._notify()
 

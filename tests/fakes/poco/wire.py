@@ -72,6 +72,7 @@ class Call:
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
     template: str = ""  # the matched route, e.g. /sessions/{session_id}/state
+    response_bytes: int = 0  # the answer's body size (for cost benchmarks)
 
     @property
     def route(self) -> str:
