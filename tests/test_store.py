@@ -11,7 +11,7 @@ import pytest
 
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.errors import StoreError
-from agent.store import db, queries
+from agent.store import db, intents, queries
 from agent.store.models import Channel, Inbound, Meta, Outbox, Pairing
 
 
@@ -174,3 +174,20 @@ def test_the_journal_commit_survives_power_loss(store: Path) -> None:
     assert levels_at_commit and levels_at_commit[0] in {"FULL", "2", "EXTRA", "3"}
     # Other writes (outbox bookkeeping, cursors) stay cheap.
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_intents_are_pruned_once_old_and_their_message_handled(store: Path) -> None:
+    rows = queries.record_inbound([message(f"k{n}") for n in range(3)])
+    channel = queries.channel_for(message("k0"))
+    old_done, old_open, recent = (intents.record(r.key, channel, "hi") for r in rows)
+    queries.mark_inbound(rows[0], "done")
+    queries.mark_inbound(rows[1], "started")  # still to be settled: kept however old
+    queries.mark_inbound(rows[2], "done")
+    intents.mark_sent(old_done, "s1")
+    later = time.time() + intents.RETENTION_SECONDS + 60
+    intents.mark_sent(recent, "s1")
+    recent.updated_at = later - 10
+    recent.save()
+    assert intents.prune(now=later) == 1
+    assert intents.find("k0") is None
+    assert intents.find("k1") is not None and intents.find("k2") is not None

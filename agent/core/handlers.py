@@ -13,6 +13,7 @@ from agent.backend.client import BackendClient
 from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import answers, i18n, prompts
 from agent.core.commands import Command, parse
+from agent.core.intents import PromptSender, Sent
 from agent.core.notices import NoticeContext
 from agent.errors import (
     BackendError,
@@ -70,13 +71,13 @@ class Handlers:
     ) -> None:
         self.backend = backend
         self.settings = settings
+        self.sender = PromptSender(backend)
         self.on_prompt = on_prompt
         # Called when a chat starts following a session, so its notifications start soon.
         self.on_watch = on_watch
         self._commands: dict[str, Callable[[Channel, str], Awaitable[list[str]]]] = {
             "help": self._help,
             "list": self._list,
-            "new": self._new,
             "connect": self._connect,
             "watch": self._watch,
             "watches": self._watches,
@@ -110,7 +111,9 @@ class Handlers:
             return await self._apply_answer(answer, channel)
         command = parse(message.text)
         if command.is_plain_text:
-            return await self._plain_text(channel, command.args)
+            return await self._plain_text(channel, command.args, message.key)
+        if command.name == "new":
+            return await self._new(channel, command.args, message.key)
         if command.name == "?":
             return [self.t("unknown_command", name=command.raw_name[:32]) + "\n\n" + self.t("help")]
         return await self._commands[command.name](channel, command.args)
@@ -183,30 +186,64 @@ class Handlers:
     async def _help(self, channel: Channel, args: str) -> list[str]:
         return [self.t("help")]
 
-    async def _plain_text(self, channel: Channel, text: str) -> list[str]:
+    async def _plain_text(self, channel: Channel, text: str, key: str) -> list[str]:
         if not text:
             return [self.t("empty")]
         session_id = queries.bound_session(channel)
         if session_id is None:
             return [self.t("not_bound")]
         try:
-            task = await self.backend.create_task(text, session_id)
+            sent = await self.sender.send(key, channel, text, session_id)
         except BackendNotFound:
             return [self.t("not_found", session_id=session_id)]
-        await self._prompt_sent(channel, session_id)
-        if task.queued:
-            return [self.t("queued", short_id=session_id[:8], count=task.queued_query_count)]
-        if channel.provider in self.settings.typing_providers:
-            return []
-        return [self.t("continued", short_id=session_id[:8])]
+        return await self._continued(channel, sent)
 
-    async def _new(self, channel: Channel, args: str) -> list[str]:
+    async def _new(self, channel: Channel, args: str, key: str) -> list[str]:
         if not args:
             return [self.t("new_usage")]
-        task = await self.backend.create_task(args)
-        queries.bind(channel, task.session_id, new_session=True)
-        await self._prompt_sent(channel, task.session_id)
-        return [self.t("created", session_id=task.session_id, link=self.link(task.session_id))]
+        sent = await self.sender.send(key, channel, args, None)
+        return await self._created(channel, sent)
+
+    async def _continued(self, channel: Channel, sent: Sent) -> list[str]:
+        await self._prompt_sent(channel, sent.session_id)
+        if sent.queued:
+            return [self.t("queued", short_id=sent.session_id[:8], count=sent.queued_count)]
+        if channel.provider in self.settings.typing_providers:
+            return []
+        return [self.t("continued", short_id=sent.session_id[:8])]
+
+    async def _created(self, channel: Channel, sent: Sent) -> list[str]:
+        queries.bind(channel, sent.session_id, new_session=True)
+        await self._prompt_sent(channel, sent.session_id)
+        return [self.t("created", session_id=sent.session_id, link=self.link(sent.session_id))]
+
+    async def settle(
+        self, message: InboundMessage, channel: Channel
+    ) -> list[OutboundMessage] | None:
+        """The replies to a message whose handling was cut off after its prompt may have
+        gone out: found at the backend or sent now, answered as usual. None when it sent
+        nothing (handle it afresh). BackendUnavailable, BackendUnauthorized and
+        PromptInDoubt mean: the backend cannot be asked now, try again later."""
+        intent = self.sender.unsettled(message.key)
+        if intent is None:
+            return None
+        try:
+            sent = await self.sender.settle(intent)
+        except (BackendUnavailable, BackendUnauthorized):
+            raise
+        except BackendNotFound:
+            texts = [self.t("not_found", session_id=intent.session_id)]
+        except BackendError as exc:
+            texts = [self._backend_error_text(exc)]
+        else:
+            if sent is None:
+                preview = " ".join(intent.prompt.split())[:60]
+                return [OutboundMessage(self.t("in_doubt", preview=preview), markdown=False)]
+            if intent.session_id:
+                texts = await self._continued(channel, sent)
+            else:
+                texts = await self._created(channel, sent)
+        return [OutboundMessage(text) for text in texts]
 
     async def _list(self, channel: Channel, args: str) -> list[str]:
         count = LIST_DEFAULT

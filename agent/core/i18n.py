@@ -83,8 +83,9 @@ _EN: dict[str, str] = {
     "backend_refused": "⚠️ Poco refused that: {reason}",
     "backend_unauthorized": "🔒 The Poco backend refuses this agent (HTTP 401). The owner "
     "must set BACKEND_INTERNAL_TOKEN to the backend's INTERNAL_API_TOKEN.",
-    "in_doubt": "⚠️ The agent stopped while handling your message «{preview}». It may not "
-    "have reached Poco: check with /link and send it again if needed.",
+    "in_doubt": "⚠️ The agent stopped while sending your message «{preview}», and Poco "
+    "cannot show whether it arrived (this backend lists only a session's first 1000 "
+    "messages). It may not have reached Poco: check with /link and send it again if needed.",
     "pairing": "🔒 This chat is not allowed to use this bot yet.\nPairing code: `{code}`\n"
     "Ask the owner to run: `poco-im-agent pair approve {code}` (valid for 1 hour).",
     "paired": "✅ This chat is now allowed. Send /help to start.",
@@ -197,7 +198,8 @@ _ZH: dict[str, str] = {
     "backend_refused": "⚠️ Poco 拒绝了该请求：{reason}",
     "backend_unauthorized": "🔒 Poco 后端拒绝了本智能体（HTTP 401）。请管理员把 "
     "BACKEND_INTERNAL_TOKEN 设为后端的 INTERNAL_API_TOKEN。",
-    "in_doubt": "⚠️ 处理你的消息「{preview}」时智能体中断了，消息可能没有送达 Poco："
+    "in_doubt": "⚠️ 发送你的消息「{preview}」时智能体中断了，而 Poco 无法显示它是否已送达"
+    "（该后端只列出会话的前 1000 条消息），消息可能没有送达 Poco："
     "请用 /link 查看，如有需要请重新发送。",
     "pairing": "🔒 本聊天尚未获准使用该机器人。\n配对码：`{code}`\n"
     "请让机器人所有者运行：`poco-im-agent pair approve {code}`（1 小时内有效）。",

@@ -1,9 +1,15 @@
 """The inbound journal's consumer: chats run concurrently, each chat strictly in order.
 
 Providers hand messages to `InboundDispatcher.accept`, which persists them (deduplicated by
-key) before returning, so the provider may then confirm them to the platform. A message
-whose handling was interrupted by a crash (journal row left `started`) is not run again
-(it may already have reached the backend); the chat is told so instead.
+key) before returning, so the provider may then confirm them to the platform.
+
+A message whose handling was cut off (journal row left `started` by a crash, or a
+`POST /tasks` that got no answer) is settled before its chat's later messages: a prompt
+that may have gone out is looked for at the backend and sent only if it is not there
+(core/intents), and the chat gets the usual reply, once; a message that never got as far
+as a prompt is handled again. While the backend cannot be asked, this is retried (the
+chat's later messages wait); at a stop the row stays for the next start. Only where the
+backend cannot tell is the chat told the message may not have reached Poco.
 
 A store write that fails (the database locked by another process, disk full) is retried,
 and the chat's later messages wait behind it, while the agent runs. Access is read from
@@ -13,6 +19,7 @@ the store for each message: `pair approve/revoke` in another shell counts at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -22,7 +29,8 @@ from agent.chats.base import InboundMessage, OutboundMessage
 from agent.core import i18n
 from agent.core.access import AccessPolicy, Decision
 from agent.core.handlers import Handlers
-from agent.errors import StoreError
+from agent.core.intents import PromptInDoubt
+from agent.errors import BackendUnauthorized, BackendUnavailable, StoreError
 from agent.retry import Backoff, sleep_or_stop
 from agent.store import allowed, queries, writes
 from agent.store.db import WRITE_AT_ONCE, store_errors
@@ -42,7 +50,8 @@ STORE_RETRY_MAX_SECONDS = 10.0
 
 
 class _Stopping(Exception):
-    """The agent stops while a store write still fails: the row stays for the next start."""
+    """The agent stops while a store write still fails, or a cut-off message cannot be
+    settled yet: the row stays for the next start."""
 
 
 class InboundDispatcher:
@@ -69,9 +78,11 @@ class InboundDispatcher:
             self._schedule(row)
 
     def resume(self) -> None:
-        """At start: tell chats about in-doubt messages, then queue what was never handled."""
+        """At start: queue messages cut off by a crash (each first in its chat, settled
+        before the rest), then what was never handled."""
+        self.handlers.sender.prune()
         for row in queries.inbound_rows("started"):
-            self._report_in_doubt(row)
+            self._schedule(row)
         for row in queries.inbound_rows("pending"):
             self._schedule(row)
 
@@ -104,22 +115,69 @@ class InboundDispatcher:
                 self._workers[chat] = asyncio.create_task(self._work(chat, queue))
 
     async def _handle(self, row: Inbound) -> None:
-        """Admit (retried), run the handler (once), record the outcome (retried)."""
+        """Admit (retried), run the handler (once) or settle a cut-off message, record the
+        outcome (retried)."""
         message = queries.inbound_message(row)
+        cut_off = row.status == "started"
         channel, decision = await self._retrying(row, lambda: self._admit(row, message))
         if not decision.allowed:
             replies = [decision.reply] if decision.reply else []
+        elif cut_off:
+            replies = await self._settle(row, message, channel, wait=False)
         else:
-            try:
-                replies = await self.handlers.handle(message, channel)
-            except Exception:
-                # A bug must not kill the chat's worker; the trace goes to the log only.
-                log.exception("handling %s failed", row.key)
-                replies = [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+            replies = await self._replies(row, message, channel)
         await self._retrying(row, lambda: self._finish(row, message, channel, decision, replies))
         self.handled += 1
         if replies:
             self.wake_delivery()
+
+    async def _replies(
+        self, row: Inbound, message: InboundMessage, channel: Channel
+    ) -> list[OutboundMessage]:
+        try:
+            with store_errors():
+                return await self.handlers.handle(message, channel)
+        except (PromptInDoubt, StoreError) as exc:
+            # A prompt may have gone out without its outcome recorded: settle it.
+            log.warning("message %s: %s; settling it", row.key, exc)
+            return await self._settle(row, message, channel, wait=True)
+        except Exception:
+            # A bug must not kill the chat's worker; the trace goes to the log only.
+            log.exception("handling %s failed", row.key)
+            return [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+
+    async def _settle(
+        self, row: Inbound, message: InboundMessage, channel: Channel, *, wait: bool
+    ) -> list[OutboundMessage]:
+        """Replies to a message whose prompt may have gone out, retried while the backend
+        (or the store) cannot answer; raises _Stopping if the agent stops first."""
+        backoff = Backoff()
+        # After a lost answer the backend may still be committing: give it a moment.
+        if wait and await sleep_or_stop(backoff.next_delay(), self._stopping):
+            raise _Stopping
+        while True:
+            try:
+                with store_errors():
+                    replies = await self.handlers.settle(message, channel)
+                    if replies is None:  # no prompt went out: handle it as new
+                        replies = await self.handlers.handle(message, channel)
+                return replies
+            except (BackendUnavailable, PromptInDoubt, StoreError) as exc:
+                log.warning("message %s not settled yet: %s", row.key, exc)
+            except BackendUnauthorized as exc:
+                log.warning("message %s not settled yet: %s", row.key, exc)
+                self._tell_once(channel, f"unauthorized:{row.key}", "backend_unauthorized")
+            except Exception:
+                log.exception("settling %s failed", row.key)
+                return [OutboundMessage(i18n.text(self.handlers.settings.lang, "backend_down"))]
+            if await sleep_or_stop(backoff.next_delay(), self._stopping):
+                raise _Stopping
+
+    def _tell_once(self, channel: Channel, dedup_key: str, text_key: str) -> None:
+        reply = OutboundMessage(i18n.text(self.handlers.settings.lang, text_key))
+        with contextlib.suppress(StoreError), store_errors():
+            if queries.enqueue(channel, reply, dedup_key=dedup_key) is not None:
+                self.wake_delivery()
 
     def _admit(self, row: Inbound, message: InboundMessage) -> tuple[Channel, Decision]:
         # The channel is read fresh: another process may have approved or revoked it.
@@ -163,18 +221,6 @@ class InboundDispatcher:
                 log.warning("inbound %s: %s; retrying in %.1fs", row.key, exc, delay)
             if await sleep_or_stop(delay, self._stopping):
                 raise _Stopping
-
-    def _report_in_doubt(self, row: Inbound) -> None:
-        message = queries.inbound_message(row)
-        channel = queries.channel_for(message)
-        preview = " ".join(message.text.split())[:60]
-        reply = OutboundMessage(
-            i18n.text(self.handlers.settings.lang, "in_doubt", preview=preview), markdown=False
-        )
-        with database_proxy.atomic():
-            queries.enqueue(channel, reply, dedup_key=f"in-doubt:{row.key}")
-            queries.mark_inbound(row, "done")
-        log.warning("message %s was interrupted by a stop; chat told to check", row.key)
 
     @property
     def busy(self) -> bool:

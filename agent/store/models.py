@@ -3,7 +3,8 @@
 A chat is a `Channel`. It may be bound to one session (`Binding`) and watch several
 (`Watch`). Inbound platform events go to the `Inbound` journal before they are confirmed;
 everything a chat is told goes through the `Outbox`, unique per (channel, dedup_key), so
-enqueueing the same notification twice is a no-op.
+enqueueing the same notification twice is a no-op. A prompt is an `Intent` before it is
+sent, so a crash in the middle of `POST /tasks` can be settled at the next start.
 """
 
 from __future__ import annotations
@@ -126,6 +127,36 @@ class Inbound(BaseModel):
     handled_at = peewee.FloatField(null=True)
 
 
+class Intent(BaseModel):
+    """A prompt for `POST /tasks` (a follow-up, or `/new`), recorded before the call.
+
+    `sending` means the answer never came (a crash, a timeout): what the backend had just
+    before the call lets the next look tell whether the prompt arrived.
+    """
+
+    channel_id: int
+
+    key = peewee.CharField(unique=True)  # the inbound journal key of the message
+    channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
+    session_id = peewee.CharField(default="", index=True)  # "" = /new
+    prompt = peewee.TextField()
+    # Follow-up: the newest message id the session had before the call; `blind` when the
+    # backend could not show them all (an older backend lists the first 1000 only).
+    after_message_id = peewee.IntegerField(default=0)
+    blind = peewee.BooleanField(default=False)
+    # /new: `created_at` (the backend's clock) of the newest session before the call.
+    sessions_after = peewee.CharField(default="")
+    # sending → sent (answered, or found at the backend) | failed (refused: not there)
+    state = peewee.CharField(default="sending", index=True)
+    # What it became: its session; `queued` behind a running run; the user message found.
+    result_session_id = peewee.CharField(default="")
+    queued = peewee.BooleanField(default=False)
+    queued_count = peewee.IntegerField(default=0)
+    message_id = peewee.IntegerField(null=True)
+    created_at = peewee.FloatField(default=now)
+    updated_at = peewee.FloatField(default=now)
+
+
 class Outbox(BaseModel):
     channel_id: int
     channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
@@ -207,4 +238,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Pairing,
     InputPrompt,
     PromptClosure,
+    Intent,
 )
