@@ -261,3 +261,27 @@ async def test_past_1000_messages(
             await telegram_api.wait_for(lambda f: count(f, "over 1000 messages") == 1, timeout=10)
             await asyncio.sleep(1.0)
             assert count(telegram_api, "over 1000 messages") == 1
+
+
+async def test_a_wake_catches_up_with_one_digest(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    # Slow polls: what happens "while asleep" is not seen before the wake.
+    env = agent_environment(
+        data_dir,
+        telegram=telegram_api,
+        poco=poco,
+        POLL_SESSION_MESSAGES_INTERVAL_SECONDS="60",
+        POLL_SESSIONS_RECENT_INTERVAL_SECONDS="60",
+    )
+    async with run_agent(env) as agent:
+        await say(telegram_api, CHAT, "/new sleepy")
+        session_id = list(poco.sessions)[-1]
+        await asyncio.sleep(0.5)  # the first look (a prompt was sent) is over
+        poco.start_run(session_id)
+        for i in range(5):
+            poco.add_assistant_text(session_id, f"while asleep {i}")
+        agent.runtime.notifier.note_wake()  # what the wake detector does on a clock jump
+        await telegram_api.wait_for(lambda f: count(f, "While the agent was away") == 1)
+        assert "while asleep 4" in texts_to(telegram_api, CHAT)[-1]
+        assert count(telegram_api, "while asleep") == 1
