@@ -41,17 +41,23 @@ async def send_queued_now(poco: FakePoco, session_id: str) -> None:
         assert response.status_code == 200, response.text
 
 
+async def run_a_then_queue_b(telegram: FakeTelegram, poco: FakePoco, first_text: str) -> str:
+    """/new starts run A, which says `first_text`; a plain follow-up then waits behind A."""
+    await say(telegram, CHAT, "/new run A please")
+    session_id = list(poco.sessions)[-1]
+    poco.start_run(session_id)
+    poco.add_assistant_text(session_id, first_text)
+    await telegram.wait_for(lambda f: count(f, first_text) == 1, timeout=10)
+    await continue_session(telegram, poco, CHAT, "then run B")
+    return session_id
+
+
 async def test_a_follow_up_while_running_keeps_the_first_runs_end(
     telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
 ) -> None:
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     async with run_agent(env):
-        await say(telegram_api, CHAT, "/new run A please")
-        session_id = list(poco.sessions)[-1]
-        poco.start_run(session_id)
-        poco.add_assistant_text(session_id, "A first text")
-        await telegram_api.wait_for(lambda f: count(f, "A first text") == 1, timeout=10)
-        await continue_session(telegram_api, poco, CHAT, "then run B")  # queued behind A
+        session_id = await run_a_then_queue_b(telegram_api, poco, "A first text")
         poco.add_assistant_text(session_id, "A later text")
         await telegram_api.wait_for(lambda f: count(f, "A later text") == 1, timeout=10)
         poco.finish_run(session_id, "failed", error="RuntimeError: A broke")
@@ -70,12 +76,7 @@ async def test_two_runs_ending_between_two_polls_are_both_told_in_order(
 ) -> None:
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     async with run_agent(env):
-        await say(telegram_api, CHAT, "/new run A please")
-        session_id = list(poco.sessions)[-1]
-        poco.start_run(session_id)
-        poco.add_assistant_text(session_id, "A says hi")
-        await telegram_api.wait_for(lambda f: count(f, "A says hi") == 1, timeout=10)
-        await continue_session(telegram_api, poco, CHAT, "then run B")
+        session_id = await run_a_then_queue_b(telegram_api, poco, "A says hi")
         if poco.is_new:
             # The web UI's "send now" puts B first in line; then, with nothing awaited in
             # between, A talks, fails, B starts, talks and ends: one poll sees it all.
