@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.backend.client import BackendClient
-from agent.chats.base import InboundMessage, OutboundMessage
+from agent.chats.base import ChatProvider, InboundMessage, OutboundMessage
 from agent.core import answers, i18n, prompts
+from agent.core.attachments import FileRelay
 from agent.core.commands import Command, parse
+from agent.core.file_commands import FileCommands
 from agent.core.notices import NoticeContext
 from agent.errors import (
     BackendError,
@@ -54,6 +56,7 @@ class HandlerSettings:
     button_providers: frozenset[str] = frozenset({"telegram"})
     # Providers whose typing indicator acknowledges a continuation (no "sent" reply needed).
     typing_providers: frozenset[str] = frozenset({"telegram"})
+    max_file_bytes: int = 20 * 1024 * 1024  # IM_MAX_FILE_MB
 
     @property
     def notice_context(self) -> NoticeContext:
@@ -67,9 +70,15 @@ class Handlers:
         settings: HandlerSettings,
         on_prompt: PromptListener | None = None,
         on_watch: Callable[[str], None] | None = None,
+        providers: Mapping[str, ChatProvider] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
+        providers = providers or {}
+        self.files = FileRelay(
+            backend, providers, max_bytes=settings.max_file_bytes, lang=settings.lang
+        )
+        self.file_commands = FileCommands(backend, providers, lang=settings.lang)
         self.on_prompt = on_prompt
         # Called when a chat starts following a session, so its notifications start soon.
         self.on_watch = on_watch
@@ -84,6 +93,8 @@ class Handlers:
             "link": self._link,
             "clear": self._clear,
             "answer": self._answer,
+            "files": self.file_commands.files,
+            "get": self.file_commands.get,
         }
 
     def t(self, key: str, **values: object) -> str:
@@ -103,6 +114,8 @@ class Handlers:
     async def _dispatch(self, message: InboundMessage, channel: Channel) -> list[str]:
         if message.unsupported:
             return [self.t("text_only")]
+        if message.attachments:
+            return await self._files_in(message, channel)
         if len(message.text) > MAX_PROMPT_CHARS:
             return [self.t("too_long", length=len(message.text), limit=MAX_PROMPT_CHARS)]
         answer = self._answer_in(message, channel)
@@ -199,6 +212,27 @@ class Handlers:
         if channel.provider in self.settings.typing_providers:
             return []
         return [self.t("continued", short_id=session_id[:8])]
+
+    async def _files_in(self, message: InboundMessage, channel: Channel) -> list[str]:
+        """A photo, file or voice note (core/attachments); replied to as a text prompt."""
+        outcome = await self.files.relay(message, channel)
+        texts = list(outcome.notes)
+        task = outcome.task
+        if task is None:
+            return texts
+        session_id = task.session_id
+        if outcome.new_session:
+            queries.bind(channel, session_id, new_session=True)
+            await self._prompt_sent(channel, session_id)
+            return texts + [self.t("created", session_id=session_id, link=self.link(session_id))]
+        await self._prompt_sent(channel, session_id)
+        if task.queued:
+            return texts + [
+                self.t("queued", short_id=session_id[:8], count=task.queued_query_count)
+            ]
+        if channel.provider in self.settings.typing_providers:
+            return texts
+        return texts + [self.t("continued", short_id=session_id[:8])]
 
     async def _new(self, channel: Channel, args: str) -> list[str]:
         if not args:

@@ -23,7 +23,7 @@ from agent.core.access import AccessPolicy, Decision
 from agent.core.handlers import Handlers
 from agent.errors import StoreError
 from agent.retry import Backoff, sleep_or_stop
-from agent.store import allowed, queries
+from agent.store import allowed, file_jobs, queries
 from agent.store.db import WRITE_AT_ONCE, store_errors
 from agent.store.models import Channel, Inbound, database_proxy
 
@@ -62,9 +62,14 @@ class InboundDispatcher:
             self._schedule(row)
 
     def resume(self) -> None:
-        """At start: tell chats about in-doubt messages, then queue what was never handled."""
+        """At start: tell chats about in-doubt messages, then queue what was never handled.
+        A file message cut off before its task was posted is handled again (it reuses the
+        uploads it recorded: core/attachments)."""
         for row in queries.inbound_rows("started"):
-            self._report_in_doubt(row)
+            if file_jobs.resumable(row):
+                self._schedule(row)
+            else:
+                self._report_in_doubt(row)
         for row in queries.inbound_rows("pending"):
             self._schedule(row)
 

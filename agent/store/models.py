@@ -193,6 +193,30 @@ class PromptClosure(BaseModel):
     matchable = peewee.BooleanField(default=True)
 
 
+class FileJob(BaseModel):
+    """An inbound file message on its way into a task (core/attachments). Its files are
+    fetched and uploaded (`uploading`), then the task is posted (`posting`, `done`). The
+    other photos of an album are `absorbed` by the job of the album's first message."""
+
+    key = peewee.CharField(unique=True)  # the inbound message's key
+    state = peewee.CharField(default="uploading")
+    leader = peewee.CharField(default="")  # absorbed: the key of the album's job
+    created_at = peewee.FloatField(default=now, index=True)
+
+
+class FileUpload(BaseModel):
+    """A file a job uploaded: the backend's InputFile, reused when the job is retried after
+    a crash, so the task gets each file once."""
+
+    job_key = peewee.CharField()
+    file_key = peewee.CharField()  # Attachment.key
+    input_file = peewee.TextField()  # the InputFile JSON as the backend answered it
+    created_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("job_key", "file_key"), True),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Meta,
     Channel,
@@ -205,4 +229,6 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Pairing,
     InputPrompt,
     PromptClosure,
+    FileJob,
+    FileUpload,
 )
