@@ -69,6 +69,7 @@ class FileRoutes(PocoState):
         self.transcriptions: list[Json] = []
         self.objects: dict[str, bytes] = {}  # the "S3": key -> content
         self.uploads_held = 0
+        self._hold_after = -1  # hold uploads once this many are stored (-1: none)
         self._upload_gate = asyncio.Event()
         self._upload_gate.set()
 
@@ -78,12 +79,15 @@ class FileRoutes(PocoState):
         """Configure OPENAI_API_KEY (every recording is heard as `text`), or remove it."""
         self.transcription = text
 
-    def hold_uploads(self) -> None:
-        """Hold every upload from now on after it was stored (the backend has the file, the
-        client has no answer) until `release_uploads()`; `uploads_held` counts them."""
+    def hold_uploads(self, *, skip: int = 0) -> None:
+        """After the next `skip` uploads, hold every upload once it is stored (the backend
+        has the file, the client has no answer) until `release_uploads()`;
+        `uploads_held` counts the waiting ones."""
+        self._hold_after = len(self.uploads) + skip
         self._upload_gate.clear()
 
     def release_uploads(self) -> None:
+        self._hold_after = -1
         self._upload_gate.set()
 
     def input_files_of_run(self, run: Json) -> list[Json]:
@@ -190,7 +194,7 @@ class FileRoutes(PocoState):
             }
         )
         self._poke()
-        if not self._upload_gate.is_set():
+        if 0 <= self._hold_after < len(self.uploads) and not self._upload_gate.is_set():
             self.uploads_held += 1
             self._poke()
             try:
