@@ -146,6 +146,21 @@ async def test_oversize_files_are_refused_naming_the_limit(
         assert poco.uploads == [] and len(poco.tasks_posted) == 0
 
 
+async def test_over_the_backends_own_limit(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+):
+    poco.max_upload_mb = 1  # the backend's MAX_UPLOAD_SIZE_MB
+    async with run_agent(agent_environment(data_dir, telegram=telegram_api, poco=poco)):
+        await bind(telegram_api, poco)
+        before = len(texts_to(telegram_api, CHAT))
+        telegram_api.inject_file(CHAT, "document", os.urandom(MB + 1), file_name="dump.bin")
+        replies = (await fence(telegram_api))[before:]
+        assert replies == [
+            "⚠️ The Poco backend refused the file as too large: File too large. Max 1MB."
+        ]
+        assert poco.upload_attempts == 1 and poco.tasks_posted == []
+
+
 async def test_backend_without_storage_says_so_once(
     telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
 ):
@@ -202,6 +217,7 @@ async def test_files_and_get(telegram_api: FakeTelegram, poco: FakePoco, data_di
     report = b"# Report\n" + b"line\n" * 5000
     async with run_agent(agent_environment(data_dir, telegram=telegram_api, poco=poco)):
         assert "not connected" in await say(telegram_api, CHAT, "/files")
+        assert {"files", "get"} <= {c["command"] for c in telegram_api.commands}
         session_id = await bind(telegram_api, poco)
         assert "No workspace files yet" in await say(telegram_api, CHAT, "/files")
         poco.export_workspace(session_id, {"report.md": report, "src/main.py": b"print(1)\n"})

@@ -36,7 +36,9 @@ class Attachment:
     bytes. `ref` is Telegram's file_id or DingTalk's downloadCode; `size` is what the
     platform announced (None: unknown until fetched)."""
 
-    kind: str  # photo document audio voice video video_note animation | picture file
+    # Telegram: photo document audio voice video video_note animation; DingTalk: picture
+    # file voice (its audio message) video.
+    kind: str
     ref: str
     name: str = ""
     mime_type: str = ""
