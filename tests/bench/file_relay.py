@@ -65,7 +65,7 @@ async def file_relay(size_mb: int = 20, runs: int = 3) -> dict[str, Any]:
                     file_name=f"big{run}.bin",
                     mime_type="application/zip",
                 )
-                await poco.wait_for(lambda p: len(p.tasks_posted) > before, timeout=120)
+                await poco.wait_for(lambda p, n=before: len(p.tasks_posted) > n, timeout=120)
                 walls.append(time.monotonic() - started)
                 stop.set()
                 await sampler
