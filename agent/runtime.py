@@ -139,7 +139,10 @@ class Runtime:
         settings = self.settings
         self.delivery = Delivery(providers, secrets=settings.secrets())
         handler_settings = HandlerSettings(
-            settings.lang, settings.backend.frontend_url, settings.backend.frontend_lang
+            settings.lang,
+            settings.backend.frontend_url,
+            settings.backend.frontend_lang,
+            max_file_bytes=settings.max_file_mb * 1024 * 1024,
         )
 
         async def show_typing(channel: Channel) -> None:
@@ -165,7 +168,11 @@ class Runtime:
             typing.show(channel)  # in the background: never holds up the chat
 
         handlers = Handlers(
-            backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
+            backend,
+            handler_settings,
+            on_prompt=on_prompt,
+            on_watch=notifier.follow,
+            providers=providers,
         )
         access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
         access.apply_at_start()  # before the first message is decided or notification sent

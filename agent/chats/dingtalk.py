@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -34,17 +35,22 @@ from dingtalk_stream.handlers import CallbackHandler, EventHandler
 from yarl import URL
 
 from agent.chats.base import (
+    Attachment,
     ChatRef,
     InboundMessage,
     InboundSink,
+    IncomingFile,
     OutboundMessage,
+    OutgoingFile,
     PartsSent,
     ProviderState,
     ProviderStatus,
 )
+from agent.chats.dingtalk_files import MAX_DOWNLOAD_BYTES, DingTalkFiles, message_files
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.dingtalk_send import NAME, TEXT_LIMIT, DingTalkSender, describe
 from agent.config import DingTalkSettings
+from agent.errors import PermanentDeliveryError
 from agent.retry import Backoff, Restartable, sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -93,6 +99,8 @@ class DingTalkProvider:
 
     name = NAME
     text_limit = TEXT_LIMIT
+    max_download_bytes = MAX_DOWNLOAD_BYTES
+    max_upload_bytes = 0  # no robot file messages yet: core sends a link
 
     def __init__(
         self,
@@ -122,6 +130,7 @@ class DingTalkProvider:
         self.session_webhooks = SessionWebhookPolicy(settings.open_base_url)
         self._sender = DingTalkSender(settings, self._http, self.session_webhooks)
         self._link = Restartable()
+        self._files = DingTalkFiles(settings, self._http, self._sender)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -281,6 +290,14 @@ class DingTalkProvider:
         """After a wake the websocket is likely dead: drop it and connect again now."""
         self._link.restart()
 
+    def open_file(
+        self, chat: ChatRef, attachment: Attachment
+    ) -> AbstractAsyncContextManager[IncomingFile]:
+        return self._files.open(chat, attachment)
+
+    async def send_file(self, chat: ChatRef, file: OutgoingFile) -> str:
+        raise PermanentDeliveryError("this agent sends DingTalk files as links", provider=NAME)
+
     # -- no-ops --------------------------------------------------------------------------
 
     async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
@@ -325,10 +342,15 @@ def to_inbound(
     is_group = robot.conversation_type == "2"
     if is_group and not robot.is_in_at_list:
         return None  # DingTalk group messages count only when the robot is @-mentioned
-    unsupported = robot.message_type != "text"
-    text = ""
-    if not unsupported:
+    files: tuple[Attachment, ...] = ()
+    if robot.message_type == "text":
         text = _LEADING_MENTION.sub("", robot.text.content or "", count=1).strip() or "/help"
+    else:
+        files, text = message_files(str(robot.message_type), data.get("content") or {})
+        text = _LEADING_MENTION.sub("", text, count=1).strip()
+        if robot.message_type == "richText" and not files:
+            text = text or "/help"  # rich text without pictures is text
+    unsupported = not text and not files
     session_webhook = str(robot.session_webhook or "")
     expires_at = session_webhooks.expires_at(robot.session_webhook_expired_time or 0, now)
     if session_webhook and not session_webhooks.accepts(session_webhook):
@@ -356,4 +378,5 @@ def to_inbound(
         },
         unsupported=unsupported,
         received_at=created_ms / 1000.0 if isinstance(created_ms, int | float) else now,
+        attachments=files,
     )

@@ -165,6 +165,18 @@ class DingTalkSender:
             raise PermanentDeliveryError(f"{path}: invalid staff id", provider=NAME)
         return str(data.get("processQueryKey", ""))
 
+    async def call_openapi(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to the robot OpenAPI with the access token (refreshed once on a 401)."""
+        for refreshed in (False, True):
+            token = await self._access_token(force=refreshed)
+            headers = {"x-acs-dingtalk-access-token": token}
+            status, data, retry_after = await self._post(self._base + path, body, headers)
+            if status == 401 and not refreshed:
+                continue
+            _raise_for_status(status, data, retry_after, path)
+            return data
+        raise AssertionError("unreachable: the second try returns or raises")
+
     async def _access_token(self, *, force: bool = False) -> str:
         async with self._token_lock:
             if not force and self._token and time.monotonic() < self._token_expires:
