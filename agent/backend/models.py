@@ -58,6 +58,21 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _opt_float(value: Any) -> float | None:
+    """A number the backend may leave out (or send as something else): None then."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _opt_int(value: Any) -> int | None:
+    number = _opt_float(value)
+    return None if number is None else int(number)
+
+
 @dataclass(frozen=True)
 class Session:
     session_id: str
@@ -98,9 +113,15 @@ class Run:
     # The prompt that started the run: its messages are the ones after this id (and
     # before the next run's prompt).
     user_message_id: int = 0
+    started_at: str | None = None
+    # From the run's `usage` once a ResultMessage arrived (None before, or not given).
+    total_cost_usd: float | None = None
+    duration_ms: int | None = None
 
     @classmethod
     def from_api(cls, data: Json) -> Run:
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return cls(
             run_id=str(data["run_id"]),
             session_id=str(data["session_id"]),
@@ -109,11 +130,37 @@ class Run:
             created_at=str(data.get("created_at") or ""),
             finished_at=_opt_str(data.get("finished_at")),
             user_message_id=int(data.get("user_message_id") or 0),
+            started_at=_opt_str(data.get("started_at")),
+            total_cost_usd=_opt_float(usage.get("total_cost_usd")),
+            duration_ms=_opt_int(usage.get("total_duration_ms")),
         )
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_RUN_STATUSES
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """GET /sessions/{id}/state: the cheap per-session probe. `state_patch` holds the
+    executor's `current_step` and `todos`; the queue fields are April 2026 on (0 before)."""
+
+    session_id: str
+    status: str
+    state_patch: Json
+    updated_at: str
+    queued_query_count: int = 0
+
+    @classmethod
+    def from_api(cls, data: Json) -> SessionState:
+        patch = data.get("state_patch")
+        return cls(
+            session_id=str(data["session_id"]),
+            status=str(data.get("status") or ""),
+            state_patch=patch if isinstance(patch, dict) else {},
+            updated_at=str(data.get("updated_at") or ""),
+            queued_query_count=int(data.get("queued_query_count") or 0),
+        )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ ALIASES: dict[str, str] = {
     "clear": "clear",
     "disconnect": "clear",
     "answer": "answer",
+    "stop": "stop",
+    "cancel": "stop",
+    "status": "status",
+    "progress": "status",
 }
 
 # What setMyCommands registers (canonical names, in menu order).
@@ -35,6 +39,8 @@ MENU: tuple[str, ...] = (
     "link",
     "clear",
     "answer",
+    "stop",
+    "status",
 )
 
 # Command prefixes people type: ASCII slash and the full-width one of Chinese keyboards.
