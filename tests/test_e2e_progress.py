@@ -285,6 +285,10 @@ async def test_a_watching_chat_gets_its_own_progress_message(
         for chat in (CHAT, WATCHER):
             await telegram_api.wait_for(lambda f, c=chat: len(progress_sends(f, c)) == 1)
         poco.set_state_patch(session_id, {"current_step": "shared step"})
+        watcher_message = progress_sends(telegram_api, WATCHER)[0]["message_id"]
+        await wait_shown(telegram_api, WATCHER, watcher_message, "shared step")
+        # A chat that stops watching mid-run still sees how the run ended.
+        assert "Stopped watching" in await ask(telegram_api, WATCHER, f"/unwatch {session_id}")
         poco.finish_run(session_id, "completed")
         for chat in (CHAT, WATCHER):
             message_id = progress_sends(telegram_api, chat)[0]["message_id"]

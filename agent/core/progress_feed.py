@@ -11,7 +11,6 @@ message is finalised (never one that starts out final).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -88,19 +87,20 @@ class ProgressFeed:
         session_id = read.tracked.session_id
         active = _active_run(read.runs)
         open_ids = set(store.open_run_ids(session_id))
-        targets = [r for r in read.runs if r.run_id in open_ids or r is active]
-        if not targets:
-            return
-        chats = self.chats(session_id)
+        chats = self.chats(session_id) if active is not None else []
+        targets = [r for r in read.runs if r.run_id in open_ids or (r is active and chats)]
         label = notices.session_label(read.tracked.title, session_id)
         changed = False
         for run in targets:
             view = self._view(run, label, read, active)
             message = render(self.ctx, view, time.time())
+            if view.ended:
+                # Every message of the run gets its last word, also in a chat that stopped
+                # following meanwhile; a chat that never saw the run going on gets none.
+                changed |= store.finish(run.run_id, message)
+                continue
             for chat in chats:
-                if view.ended and not store.has_progress(chat, run.run_id):
-                    continue  # a chat that never saw the run going on gets its notice only
-                changed |= store.show(chat, run.run_id, message, final=view.ended)
+                changed |= store.show(chat, run.run_id, message)
         if changed:
             self.wake()
 
@@ -127,9 +127,6 @@ class ProgressFeed:
             store.save_run_view(run.run_id, session_id, view.to_json(), ended=view.ended)
         return view
 
-    def forget(self, session_id: str) -> None:
-        self._states.pop(session_id, None)
-
 
 def _active_run(runs: list[Run]) -> Run | None:
     """The run going on (claimed, running or stopping): the latest such."""
@@ -153,8 +150,3 @@ def _messages_of(run: Run, read: SessionRead) -> list[Message]:
     ]
     end = min(later, default=None)
     return [m for m in read.messages if m.id > run.user_message_id and (end is None or m.id < end)]
-
-
-def describe(view: RunView) -> str:
-    """For logs and tests: the view in one line."""
-    return json.dumps(view.to_json(), sort_keys=True)

@@ -48,30 +48,40 @@ def session_of_run(run_id: str) -> str | None:
 # --- progress messages ---
 
 
-def show(channel: Channel, run_id: str, message: OutboundMessage, *, final: bool) -> bool:
-    """What the chat's progress message for the run should show now; True when that
-    changed (a new message, or a new text for the existing one)."""
-    payload = json.dumps(message.to_dict(), sort_keys=True)
+def show(channel: Channel, run_id: str, message: OutboundMessage) -> bool:
+    """What the chat's progress message for the going run should show now; True when
+    that changed (a new message, or a new text for the existing one)."""
+    payload = _payload(message)
     row = ProgressMessage.get_or_none(
         (ProgressMessage.channel == channel) & (ProgressMessage.run_id == run_id)
     )
     if row is None:
-        ProgressMessage.create(channel=channel, run_id=run_id, message=payload, final=final)
+        ProgressMessage.create(channel=channel, run_id=run_id, message=payload)
         return True
-    if row.message == payload and row.final == final:
+    if row.message == payload:
         return False
-    ProgressMessage.update(message=payload, final=final, updated_at=time.time()).where(
+    ProgressMessage.update(message=payload, updated_at=time.time()).where(
         ProgressMessage.id == row.id
     ).execute()
     return row.state == LIVE
 
 
-def has_progress(channel: Channel, run_id: str) -> bool:
-    return bool(
-        ProgressMessage.select()
-        .where((ProgressMessage.channel == channel) & (ProgressMessage.run_id == run_id))
-        .exists()
+def finish(run_id: str, message: OutboundMessage) -> bool:
+    """The run ended: each of its progress messages shows `message` as its last state."""
+    payload = _payload(message)
+    changed = (
+        ProgressMessage.update(message=payload, final=True, updated_at=time.time())
+        .where(
+            (ProgressMessage.run_id == run_id)
+            & ((ProgressMessage.message != payload) | ~ProgressMessage.final)
+        )
+        .execute()
     )
+    return bool(changed)
+
+
+def _payload(message: OutboundMessage) -> str:
+    return json.dumps(message.to_dict(), sort_keys=True)
 
 
 def pending_channels() -> dict[int, float]:

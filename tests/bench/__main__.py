@@ -16,6 +16,7 @@ BENCHES = {
     "notification": harness.notification_latency,
     "startup": harness.startup_time,
     "dingtalk": harness.dingtalk_stream,
+    "progress": harness.progress_edits,
 }
 
 

@@ -55,3 +55,10 @@ async def test_dingtalk_stream() -> None:
     print("dingtalk", figures)
     assert figures["ack_p99_ms"] <= 50
     assert figures["reconnect_s"] <= 2
+
+
+async def test_progress_edits() -> None:
+    figures = await harness.progress_edits()
+    print("progress", figures)
+    assert figures["edits_per_chat_per_min_max"] <= 30
+    assert figures["telegram_429s"] == 0

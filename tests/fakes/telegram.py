@@ -36,6 +36,15 @@ CONFLICT_WEBHOOK = (
 V2_MARKS = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
 
 
+# Flood control (opt-in, `flood_control = True`), after Telegram's published limits: about
+# one message a second in a chat (a short burst passes), 20 a minute in a group, 30 a
+# second overall. Edits count like messages.
+FLOOD_METHODS = frozenset({"sendmessage", "editmessagetext", "editmessagereplymarkup"})
+PRIVATE_WINDOW, PRIVATE_MAX = 10.0, 10
+GROUP_WINDOW, GROUP_MAX = 60.0, 20
+GLOBAL_WINDOW, GLOBAL_MAX = 1.0, 30
+
+
 # Telegram's nginx front answers a gateway error itself, with an HTML page, not Bot API JSON.
 NGINX_PAGES = {
     502: "Bad Gateway",
@@ -198,6 +207,9 @@ class FakeTelegram:
         self._failures_after: dict[str, int] = {}
         self._drops: dict[str, int] = {}
         self._method_delays: dict[str, float] = {}
+        self.flood_control = False
+        self.flood_refusals = 0  # 429s answered by flood control
+        self._flood: dict[int | None, list[float]] = {}
         self._poll_generation = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -434,6 +446,8 @@ class FakeTelegram:
                 raise ApiError(
                     status, description or _default_description(status, retry_after), retry_after
                 )
+            if self.flood_control and key in FLOOD_METHODS:
+                self._check_flood(params.get("chat_id"))
             handler = getattr(self, f"_api_{key.lower()}", None)
             if handler is None:
                 raise ApiError(404, "Not Found")
@@ -443,6 +457,21 @@ class FakeTelegram:
             return err.response()
         finally:
             self._notify()
+
+    def _check_flood(self, chat_id: Any) -> None:
+        """429 when this call would exceed the chat's or the bot's limits."""
+        now = time.monotonic()
+        group = isinstance(chat_id, int) and chat_id < 0
+        window, most = (GROUP_WINDOW, GROUP_MAX) if group else (PRIVATE_WINDOW, PRIVATE_MAX)
+        for key, span, limit in ((chat_id, window, most), (None, GLOBAL_WINDOW, GLOBAL_MAX)):
+            stamps = [t for t in self._flood.get(key, []) if t > now - span]
+            self._flood[key] = stamps
+            if len(stamps) >= limit:
+                self.flood_refusals += 1
+                retry_after = max(1, round(stamps[0] + span - now))
+                raise ApiError(429, _default_description(429, retry_after), retry_after)
+        for key in (chat_id, None):
+            self._flood[key].append(now)
 
     # ---- Bot API methods ---------------------------------------------------------------
 
