@@ -248,6 +248,32 @@ async def test_stop_button_and_stop_command_cancel_once(
         assert cancels(poco, session_id) == 1
 
 
+async def test_stop_pressed_in_two_chats_at_once_cancels_once(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    async with run_agent(progress_env(data_dir, telegram_api, poco)):
+        await ask(telegram_api, CHAT, "/new two chats stop it")
+        session_id = list(poco.sessions)[-1]
+        await ask(telegram_api, WATCHER, f"/watch {session_id}")
+        poco.start_run(session_id)
+        for chat in (CHAT, WATCHER):
+            await telegram_api.wait_for(lambda f, c=chat: len(progress_sends(f, c)) == 1)
+        poco.set_delay(0.5)  # both presses are handled while the other's cancel is on its way
+        for chat in (CHAT, WATCHER):
+            sent = progress_sends(telegram_api, chat)[0]
+            telegram_api.inject_callback(chat, sent["message_id"], stop_data(sent))
+        await poco.wait_for(lambda p: cancels(p, session_id) == 1, timeout=10)
+        if poco.is_new:
+            for chat in (CHAT, WATCHER):
+                message_id = progress_sends(telegram_api, chat)[0]["message_id"]
+                await wait_shown(telegram_api, chat, message_id, "stopping…")
+            poco.complete_cancellation(session_id)
+        for chat in (CHAT, WATCHER):
+            message_id = progress_sends(telegram_api, chat)[0]["message_id"]
+            await wait_shown(telegram_api, chat, message_id, "canceled")
+        assert cancels(poco, session_id) == 1
+
+
 async def test_stop_command_and_status_name_the_session(
     telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
 ) -> None:

@@ -15,7 +15,7 @@ from agent.core import answers, i18n, prompts
 from agent.core.commands import Command, parse
 from agent.core.notices import NoticeContext
 from agent.core.progress import STOP_PREFIX
-from agent.core.run_commands import RunCommands
+from agent.core.run_commands import Reply, RunCommands
 from agent.errors import (
     BackendError,
     BackendForbidden,
@@ -82,8 +82,7 @@ class Handlers:
             _last_listing,
             on_stop=on_watch,
         )
-        Reply = Sequence[str | OutboundMessage]
-        self._commands: dict[str, Callable[[Channel, str], Awaitable[Reply]]] = {
+        self._commands: dict[str, Callable[[Channel, str], Awaitable[Sequence[Reply]]]] = {
             "help": self._help,
             "list": self._list,
             "new": self._new,
@@ -112,9 +111,7 @@ class Handlers:
             texts = [self._backend_error_text(exc)]
         return [t if isinstance(t, OutboundMessage) else OutboundMessage(t) for t in texts]
 
-    async def _dispatch(
-        self, message: InboundMessage, channel: Channel
-    ) -> Sequence[str | OutboundMessage]:
+    async def _dispatch(self, message: InboundMessage, channel: Channel) -> Sequence[Reply]:
         if message.unsupported:
             return [self.t("text_only")]
         if len(message.text) > MAX_PROMPT_CHARS:

@@ -16,9 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from agent.backend.models import (
-    RUN_CANCELED,
     RUN_CANCELING,
-    RUN_COMPLETED,
     RUN_FAILED,
     RUN_QUEUED,
     TERMINAL_RUN_STATUSES,
@@ -40,24 +38,15 @@ ERROR_CHARS = min(MAX_ERROR_CHARS, 300)
 HINT_KEYS = (
     "file_path",
     "notebook_path",
-    "path",
     "command",
     "pattern",
+    "path",
     "url",
     "query",
     "description",
     "prompt",
 )
 PATH_KEYS = frozenset({"file_path", "notebook_path", "path"})
-HEAD_EMOJI = {
-    RUN_QUEUED: "⏳",
-    "claimed": "⏳",
-    "running": "🔄",
-    RUN_CANCELING: "⏹️",
-    RUN_COMPLETED: "✅",
-    RUN_FAILED: "❌",
-    RUN_CANCELED: "⛔",
-}
 
 
 @dataclass
@@ -178,7 +167,7 @@ def render(
     status = RUN_CANCELING if view.stopping and not view.ended else view.status
     key = f"progress.status.{status}"
     word = ctx.t(key) if key in i18n.TEXTS["en"] else status
-    head = f"{HEAD_EMOJI.get(status, '•')} {view.label} · {word}"
+    head = f"{i18n.STATUS_EMOJI.get(status, '•')} {view.label} · {word}"
     lines: list[str] = []
     if view.ended:
         lines.append(head)

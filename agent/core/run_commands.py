@@ -31,6 +31,7 @@ from agent.store.models import Channel, TrackedSession
 
 # (value, numbered ids) -> (session id, error reply): Handlers._resolve.
 Resolver = Callable[[str, Callable[[], list[str]]], tuple[str, str]]
+# A reply: a text (Markdown), or a message as it should go out.
 Reply = str | OutboundMessage
 
 
