@@ -61,6 +61,16 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(name, f"{raw!r} is not a yes/no value", "Use true or false.")
 
 
+def parse_on_off(name: str, raw: str) -> bool:
+    """`on` or `off` (and the yes/no spellings parse_bool takes); empty: on, the default."""
+    value = raw.strip().lower()
+    if value in {"on", "1", "true", "yes", ""}:
+        return True
+    if value in {"off", "0", "false", "no"}:
+        return False
+    raise ConfigError(name, f"{raw!r} is neither on nor off", "Use on or off.")
+
+
 def _number_parser(kind: type, minimum: float, maximum: float) -> Parser:
     def parse(name: str, raw: str) -> Any:
         try:
@@ -250,6 +260,14 @@ VARIABLES: tuple[Variable, ...] = (
         section="agent",
     ),
     Variable(
+        "IM_PROGRESS",
+        "on",
+        parse_on_off,
+        "on: one progress message per run per chat, edited in place (with a Stop button); "
+        "off: none.",
+        section="agent",
+    ),
+    Variable(
         "TELEGRAM_BOT_TOKEN",
         "",
         parse_str,
@@ -417,6 +435,7 @@ class Settings:
     access_policy: str
     allowlist: tuple[str, ...]
     config_file: Path
+    progress: bool = True
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
     max_file_mb: int = 20
 
@@ -526,6 +545,7 @@ def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> S
         access_policy=values["IM_ACCESS_POLICY"],
         allowlist=values["IM_ALLOWLIST"],
         config_file=config_file or paths.user_config_file(),
+        progress=values["IM_PROGRESS"],
         raw=dict(raw),
         max_file_mb=values["IM_MAX_FILE_MB"],
     )

@@ -15,6 +15,7 @@
     └── DeliveryError        a chat platform refused or failed a send
         ├── RetryLater           429 / 5xx / network: carries `retry_after` seconds
         ├── PermanentDeliveryError  chat not found, bot blocked, bad request: give up
+        │   └── MessageGone      the message to edit was deleted or is too old to edit
         ├── ProviderConflict     409: another poller or a webhook holds the token
         └── ChatMoved            the chat lives on under `new_chat_id` (Telegram supergroup)
 
@@ -113,6 +114,10 @@ class RetryLater(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     pass
+
+
+class MessageGone(PermanentDeliveryError):
+    """An edit of a message that can no longer be edited (deleted, too old): send anew."""
 
 
 class ProviderConflict(DeliveryError):

@@ -23,6 +23,8 @@ from agent.core.delivery import Delivery
 from agent.core.handlers import Handlers, HandlerSettings
 from agent.core.inbound import InboundDispatcher
 from agent.core.notifier import Notifier
+from agent.core.progress_feed import ProgressFeed
+from agent.core.progress_sender import ProgressSender
 from agent.core.typing_indicator import TypingIndicator
 from agent.errors import ConfigError, InstanceLockedError
 from agent.retry import Backoff, sleep_or_stop
@@ -35,6 +37,7 @@ from agent.web import LocalServer, WebhookReceiver
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 60.0
+PROGRESS_PROVIDERS = frozenset({"telegram"})
 PRUNE_SECONDS = 6 * 3600.0
 
 
@@ -151,6 +154,12 @@ class Runtime:
                 await provider.show_typing(queries.chat_ref(channel))
 
         self.typing = typing = TypingIndicator(show_typing)
+        self.progress_sender = ProgressSender(providers, secrets=settings.secrets())
+        # Progress messages where a message can be edited (DingTalk without cards: none).
+        shown_in = PROGRESS_PROVIDERS & set(providers) if settings.progress else frozenset()
+        progress = ProgressFeed(
+            handler_settings.notice_context, frozenset(shown_in), self.progress_sender.wake
+        )
 
         self.notifier = notifier = Notifier(
             backend,
@@ -161,6 +170,7 @@ class Runtime:
             button_providers=handler_settings.button_providers,
             typing=typing,
             is_paused=lambda: self.status.paused,
+            progress=progress,
         )
 
         async def on_prompt(channel: Channel, session_id: str) -> None:
@@ -215,6 +225,7 @@ class Runtime:
             ]
             group.create_task(self.delivery.run(self.stop_event), name="delivery")
             group.create_task(self.notifier.run(self.stop_event), name="notifier")
+            group.create_task(self.progress_sender.run(self.stop_event), name="progress")
             group.create_task(self._maintain(), name="maintenance")
             wakes = WakeDetector(functools.partial(self._on_wake, providers))
             group.create_task(wakes.run(self.stop_event), name="wake detector")

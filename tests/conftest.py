@@ -101,6 +101,9 @@ def agent_environment(
         "POLL_SESSIONS_RECENT_INTERVAL_SECONDS": "0.5",
         "POLL_HTTP_TIMEOUT_SECONDS": "3",
         "TELEGRAM_POLL_TIMEOUT_SECONDS": "1",
+        # Progress messages (and their edits) would interleave with the replies and texts
+        # other tests count: only the tests about progress turn them on.
+        "IM_PROGRESS": "off",
     }
     if poco is not None:
         # The new generation's INTERNAL_API_TOKEN; the old one ignores X-Internal-Token.

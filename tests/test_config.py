@@ -70,6 +70,7 @@ def test_dingtalk_enabled_follows_client_id(tmp_path: Path) -> None:
         ("IM_LANG", "fr"),
         ("IM_DATABASE_URL", "postgres://x"),
         ("TELEGRAM_POLL_TIMEOUT_SECONDS", "100"),
+        ("IM_PROGRESS", "sometimes"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:
@@ -78,6 +79,14 @@ def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> 
     assert caught.value.variable == name
     assert name in str(caught.value)
     assert caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", True), ("on", True), ("ON", True), ("off", False), ("no", False)]
+)
+def test_progress_is_on_unless_turned_off(value: str, expected: bool) -> None:
+    assert build_settings({"IM_PROGRESS": value}).progress is expected
+    assert build_settings({}).progress is True
 
 
 def test_webhook_mode_needs_a_secret(tmp_path: Path) -> None:

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from agent.backend.files import FileRoutes
-from agent.backend.models import InputRequest, Message, MessagePage, Run, Session, TaskRef
+from agent.backend.models import (
+    InputRequest,
+    Message,
+    MessagePage,
+    Run,
+    Session,
+    SessionState,
+    TaskRef,
+)
 from agent.errors import (
     BackendError,
     BackendForbidden,
@@ -132,6 +140,11 @@ class BackendClient(FileRoutes):
     async def get_session(self, session_id: str) -> Session:
         data = await self._call("GET", f"/sessions/{_session_id(session_id)}")
         return _parse(Session.from_api, data)
+
+    async def get_state(self, session_id: str) -> SessionState:
+        """The session's status, `state_patch` (step, todos) and queued follow-ups."""
+        data = await self._call("GET", f"/sessions/{_session_id(session_id)}/state")
+        return _parse(SessionState.from_api, data)
 
     async def list_messages(self, session_id: str, *, known_count: int = 0) -> list[Message]:
         """All messages, oldest first, up to MESSAGES_WITH_FILES_LIMIT.

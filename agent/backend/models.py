@@ -58,6 +58,21 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _opt_float(value: Any) -> float | None:
+    """A number the backend may leave out (or send as something else): None then."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _opt_int(value: Any) -> int | None:
+    number = _opt_float(value)
+    return None if number is None else int(number)
+
+
 @dataclass(frozen=True)
 class Session:
     session_id: str
@@ -101,9 +116,15 @@ class Run:
     # Workspace files changed as the run's state says (April 2026 runs carry
     # `state_patch.workspace_state.file_changes`; 0 where a run has no state).
     changed_files: int = 0
+    started_at: str | None = None
+    # From the run's `usage` once a ResultMessage arrived (None before, or not given).
+    total_cost_usd: float | None = None
+    duration_ms: int | None = None
 
     @classmethod
     def from_api(cls, data: Json) -> Run:
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return cls(
             run_id=str(data["run_id"]),
             session_id=str(data["session_id"]),
@@ -113,6 +134,9 @@ class Run:
             finished_at=_opt_str(data.get("finished_at")),
             user_message_id=int(data.get("user_message_id") or 0),
             changed_files=_changed_files(data.get("state_patch")),
+            started_at=_opt_str(data.get("started_at")),
+            total_cost_usd=_opt_float(usage.get("total_cost_usd")),
+            duration_ms=_opt_int(usage.get("total_duration_ms")),
         )
 
     @property
@@ -124,6 +148,29 @@ def _changed_files(state_patch: Any) -> int:
     workspace = state_patch.get("workspace_state") if isinstance(state_patch, dict) else None
     changes = workspace.get("file_changes") if isinstance(workspace, dict) else None
     return len(changes) if isinstance(changes, list) else 0
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """GET /sessions/{id}/state: the cheap per-session probe. `state_patch` holds the
+    executor's `current_step` and `todos`; the queue fields are April 2026 on (0 before)."""
+
+    session_id: str
+    status: str
+    state_patch: Json
+    updated_at: str
+    queued_query_count: int = 0
+
+    @classmethod
+    def from_api(cls, data: Json) -> SessionState:
+        patch = data.get("state_patch")
+        return cls(
+            session_id=str(data["session_id"]),
+            status=str(data.get("status") or ""),
+            state_patch=patch if isinstance(patch, dict) else {},
+            updated_at=str(data.get("updated_at") or ""),
+            queued_query_count=int(data.get("queued_query_count") or 0),
+        )
 
 
 @dataclass(frozen=True)

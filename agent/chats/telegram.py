@@ -48,6 +48,7 @@ from agent.chats.telegram_errors import (  # noqa: E402
     QuietRequest,
     call,
     is_entity_error,
+    is_gone_error,
     seconds,
     short,
 )
@@ -62,7 +63,7 @@ from agent.chats.text import (  # noqa: E402
     TELEGRAM_TEXT_LIMIT,
 )
 from agent.config import TelegramSettings  # noqa: E402
-from agent.errors import PermanentDeliveryError, RetryLater  # noqa: E402
+from agent.errors import MessageGone, PermanentDeliveryError, RetryLater  # noqa: E402
 from agent.retry import Backoff, Restartable, sleep_or_stop  # noqa: E402
 
 PROVIDER = "telegram"
@@ -314,6 +315,8 @@ class TelegramProvider:
             "text": text,
             "reply_markup": keyboard(message.buttons),
         }
+        # Telegram counts an edit against the chat's limits like a message.
+        await self._throttle(chat)
         try:
             try:
                 await self._call(self.bot.edit_message_text(entities=entities or None, **kwargs))
@@ -322,8 +325,11 @@ class TelegramProvider:
                     raise
                 await self._call(self.bot.edit_message_text(**kwargs))
         except PermanentDeliveryError as exc:
-            if "message is not modified" not in str(exc).lower():
-                raise
+            if "message is not modified" in str(exc).lower():
+                return
+            if is_gone_error(exc):
+                raise MessageGone(str(exc), provider=PROVIDER) from exc
+            raise
 
     def open_file(
         self, chat: ChatRef, attachment: Attachment

@@ -95,3 +95,12 @@ async def call(awaitable: Awaitable[T], token: str) -> T:
 
 def is_entity_error(exc: PermanentDeliveryError) -> bool:
     return "can't parse entities" in str(exc).lower()
+
+
+# What Telegram answers an edit of a message that is gone (deleted) or too old to edit.
+GONE_ERRORS = ("message to edit not found", "message can't be edited", "message_id_invalid")
+
+
+def is_gone_error(exc: PermanentDeliveryError) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in GONE_ERRORS)

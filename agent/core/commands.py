@@ -23,6 +23,10 @@ ALIASES: dict[str, str] = {
     "answer": "answer",
     "files": "files",
     "get": "get",
+    "stop": "stop",
+    "cancel": "stop",
+    "status": "status",
+    "progress": "status",
 }
 
 # What setMyCommands registers (canonical names, in menu order).
@@ -39,6 +43,8 @@ MENU: tuple[str, ...] = (
     "answer",
     "files",
     "get",
+    "stop",
+    "status",
 )
 
 # Command prefixes people type: ASCII slash and the full-width one of Chinese keyboards.

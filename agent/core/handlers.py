@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -17,6 +17,8 @@ from agent.core.commands import Command, parse
 from agent.core.file_commands import FileCommands
 from agent.core.intents import PromptSender, Sent
 from agent.core.notices import NoticeContext
+from agent.core.progress import STOP_PREFIX
+from agent.core.run_commands import Reply, RunCommands
 from agent.errors import (
     BackendError,
     BackendForbidden,
@@ -84,7 +86,14 @@ class Handlers:
         self.on_prompt = on_prompt
         # Called when a chat starts following a session, so its notifications start soon.
         self.on_watch = on_watch
-        self._commands: dict[str, Callable[[Channel, str], Awaitable[list[str]]]] = {
+        self.runs = RunCommands(
+            backend,
+            settings.notice_context,
+            self._resolve,
+            _last_listing,
+            on_stop=on_watch,
+        )
+        self._commands: dict[str, Callable[[Channel, str], Awaitable[Sequence[Reply]]]] = {
             "help": self._help,
             "list": self._list,
             "connect": self._connect,
@@ -96,6 +105,8 @@ class Handlers:
             "answer": self._answer,
             "files": self.file_commands.files,
             "get": self.file_commands.get,
+            "stop": self.runs.stop,
+            "status": self.runs.status,
         }
 
     def t(self, key: str, **values: object) -> str:
@@ -110,15 +121,17 @@ class Handlers:
             texts = await self._dispatch(message, channel)
         except BackendError as exc:
             texts = [self._backend_error_text(exc)]
-        return [OutboundMessage(text) for text in texts]
+        return [t if isinstance(t, OutboundMessage) else OutboundMessage(t) for t in texts]
 
-    async def _dispatch(self, message: InboundMessage, channel: Channel) -> list[str]:
+    async def _dispatch(self, message: InboundMessage, channel: Channel) -> Sequence[Reply]:
         if message.unsupported:
             return [self.t("text_only")]
         if message.attachments:
             return await self._files_in(message, channel)
         if len(message.text) > MAX_PROMPT_CHARS:
             return [self.t("too_long", length=len(message.text), limit=MAX_PROMPT_CHARS)]
+        if message.callback_data.startswith(STOP_PREFIX):
+            return await self.runs.stop_button(channel, message.callback_data)
         answer = self._answer_in(message, channel)
         if answer is not None:
             return await self._apply_answer(answer, channel)

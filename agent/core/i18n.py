@@ -27,6 +27,8 @@ _EN: dict[str, str] = {
         "/answer <request_id> <json> — answer an input request\n"
         "/files [page] — files in the connected session's workspace\n"
         "/get <n|path> — send one of them here\n"
+        "/stop [id|n] — stop the current run\n"
+        "/status — the connected session's state\n"
         "Plain text continues the connected session; a photo, file or voice note goes to it "
         "as an attachment (the caption is the prompt)."
     ),
@@ -42,6 +44,34 @@ _EN: dict[str, str] = {
     "menu.answer": "Answer an input request",
     "menu.files": "Files in the session's workspace",
     "menu.get": "Send a workspace file: /get <n|path>",
+    "menu.stop": "Stop the current run: /stop [id|n]",
+    "menu.status": "State of the connected session",
+    "stop_usage": "Usage: /stop [session_id|n] (n is a number from /list); "
+    "without one, the connected session",
+    "stop_sent": "⏹️ Stopping the run of `{short_id}`…",
+    "stop_canceled": "⛔ The run of `{short_id}` was canceled.",
+    "stop_already": "⏹️ The run of `{short_id}` is already stopping.",
+    "stop_nothing": "Nothing to stop in `{short_id}`: its last run {status}.",
+    "stop_no_runs": "Nothing to stop in `{short_id}`: it has no run.",
+    "stop_finished": "That run already finished ({status}).",
+    "stop_unknown": "That run is no longer running.",
+    "status_none": "Session `{short_id}` has no run yet.",
+    "button.stop": "⏹️ Stop",
+    "progress.status.queued": "waiting to start",
+    "progress.status.claimed": "starting",
+    "progress.status.running": "running",
+    "progress.status.canceling": "stopping…",
+    "progress.status.completed": "completed",
+    "progress.status.failed": "failed",
+    "progress.status.canceled": "canceled",
+    "progress.todos": "{done}/{total} done",
+    "progress.follow_ups": "{count} follow-up(s) waiting",
+    "progress.turns": "turns: {count}",
+    "progress.under_minute": "<1 min",
+    "progress.minutes": "{m} min",
+    "progress.hours": "{h} h {m:02d} min",
+    "progress.seconds": "{s} s",
+    "progress.min_sec": "{m} min {s} s",
     "unknown_command": "Unknown command /{name}.",
     "empty": "Send /help to see what I can do.",
     "text_only": "I can read text, photos, files and voice notes only.",
@@ -182,6 +212,8 @@ _ZH: dict[str, str] = {
         "/answer <request_id> <json> — 回答输入请求\n"
         "/files [页码] — 已连接会话工作区中的文件\n"
         "/get <n|路径> — 把其中一个文件发到这里\n"
+        "/stop [id|n] — 停止当前运行\n"
+        "/status — 已连接会话的状态\n"
         "直接发送文本即可在已连接的会话中继续对话；图片、文件和语音会作为附件发给会话"
         "（说明文字即为提示词）。"
     ),
@@ -197,6 +229,33 @@ _ZH: dict[str, str] = {
     "menu.answer": "回答输入请求",
     "menu.files": "会话工作区中的文件",
     "menu.get": "发送工作区文件：/get <n|路径>",
+    "menu.stop": "停止当前运行：/stop [id|n]",
+    "menu.status": "已连接会话的状态",
+    "stop_usage": "用法：/stop [session_id|n]（n 为 /list 中的序号）；不带参数时为已连接的会话",
+    "stop_sent": "⏹️ 正在停止 `{short_id}` 的运行…",
+    "stop_canceled": "⛔ `{short_id}` 的运行已取消。",
+    "stop_already": "⏹️ `{short_id}` 的运行已在停止中。",
+    "stop_nothing": "`{short_id}` 没有可停止的运行：最近一次运行{status}。",
+    "stop_no_runs": "`{short_id}` 没有可停止的运行：还没有运行。",
+    "stop_finished": "该运行已经结束（{status}）。",
+    "stop_unknown": "该运行已不在运行。",
+    "status_none": "会话 `{short_id}` 还没有运行。",
+    "button.stop": "⏹️ 停止",
+    "progress.status.queued": "等待开始",
+    "progress.status.claimed": "正在启动",
+    "progress.status.running": "运行中",
+    "progress.status.canceling": "正在停止…",
+    "progress.status.completed": "已完成",
+    "progress.status.failed": "失败",
+    "progress.status.canceled": "已取消",
+    "progress.todos": "已完成 {done}/{total}",
+    "progress.follow_ups": "{count} 条后续消息在等待",
+    "progress.turns": "{count} 轮",
+    "progress.under_minute": "不到 1 分钟",
+    "progress.minutes": "{m} 分钟",
+    "progress.hours": "{h} 小时 {m:02d} 分",
+    "progress.seconds": "{s} 秒",
+    "progress.min_sec": "{m} 分 {s} 秒",
     "unknown_command": "未知命令 /{name}。",
     "empty": "发送 /help 查看可用命令。",
     "text_only": "目前只能处理文字、图片、文件和语音消息。",

@@ -36,6 +36,7 @@ from agent.backend.models import (
 from agent.config import PollSettings
 from agent.core import notices, prompts
 from agent.core.notices import NoticeContext
+from agent.core.progress_feed import ProgressFeed
 from agent.core.session_feed import DigestBook, SessionFeed, SessionRead, read_session
 from agent.core.typing_indicator import TypingIndicator
 from agent.errors import BackendError, BackendNotFound, BackendUnauthorized, StoreError
@@ -66,6 +67,7 @@ class Notifier:
         button_providers: frozenset[str] = frozenset({"telegram"}),
         typing: TypingIndicator | None = None,
         is_paused: Callable[[], bool] = lambda: False,
+        progress: ProgressFeed | None = None,
     ) -> None:
         self.backend = backend
         self.poll = poll
@@ -76,6 +78,8 @@ class Notifier:
         self.typing = typing
         self.is_paused = is_paused
         self.feed = SessionFeed(ctx)
+        # Progress messages (off: a feed without providers, which reads nothing).
+        self.progress = progress or ProgressFeed(ctx, frozenset())
         self._wake = asyncio.Event()
         self._due: dict[str, float] = {"full": 0.0, "listing": 0.0}
         # Any start is a gap: what chats missed meanwhile arrives as one digest each.
@@ -300,6 +304,7 @@ class Notifier:
                 tracked = tracked_session(session_id)
                 try:
                     read = await read_session(self.backend, tracked)
+                    await self.progress.look(self.backend, read)
                 except BackendNotFound:
                     log.info("session %s is gone; no longer followed", session_id)
                     queries.forget_session(session_id)
@@ -341,6 +346,7 @@ class Notifier:
         with database_proxy.atomic(WRITE_AT_ONCE):
             for read in reads:
                 self.feed.apply(read, digest)
+                self.progress.apply(read)
                 self._after_read(read, prompted, now)
             if digest is not None:
                 stamp = f"{time.time():.0f}"

@@ -11,7 +11,7 @@ import peewee
 
 from agent import paths
 from agent.errors import StoreError
-from agent.store import file_jobs
+from agent.store import file_jobs, progress
 from agent.store.models import (
     ALL_MODELS,
     Inbound,
@@ -139,6 +139,7 @@ def prune(now: float | None = None) -> int:
         .execute()
     )
     removed += file_jobs.prune(cutoff)
+    removed += progress.prune(cutoff)
     return int(removed)
 
 

@@ -253,6 +253,47 @@ class FileUpload(BaseModel):
         indexes = ((("job_key", "file_key"), True),)
 
 
+class RunProgress(BaseModel):
+    """What a run's progress messages show, kept across restarts: one row per run."""
+
+    run_id = peewee.CharField(primary_key=True)
+    session_id = peewee.CharField(index=True)
+    view = peewee.TextField(default="{}")  # core.progress.RunView as JSON
+    ended = peewee.BooleanField(default=False)
+    created_at = peewee.FloatField(default=now)
+
+
+class ProgressMessage(BaseModel):
+    """A run's progress message in one chat: what it should show (`message`) and what the
+    platform shows (`shown`, '' before the first send); edited until the two match."""
+
+    channel_id: int
+
+    channel = peewee.ForeignKeyField(Channel, on_delete="CASCADE")
+    run_id = peewee.CharField()
+    message = peewee.TextField()  # OutboundMessage JSON
+    shown = peewee.TextField(default="")
+    platform_message_id = peewee.CharField(default="")
+    # live (kept up to date) | failed (the chat refuses it) | dropped (chat no longer allowed)
+    state = peewee.CharField(default="live", index=True)
+    final = peewee.BooleanField(default=False)  # the run ended: `message` is its last word
+    not_before = peewee.FloatField(default=0)  # a 429's retry_after, as wall-clock time
+    attempts = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(default="")
+    updated_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("channel", "run_id"), True),)
+
+
+class StopRequest(BaseModel):
+    """A cancel posted for a run: once, however often Stop is pressed or /stop sent."""
+
+    run_id = peewee.CharField(primary_key=True)
+    session_id = peewee.CharField()
+    requested_at = peewee.FloatField(default=now)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Meta,
     Channel,
@@ -268,4 +309,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Intent,
     FileJob,
     FileUpload,
+    RunProgress,
+    ProgressMessage,
+    StopRequest,
 )

@@ -28,6 +28,7 @@ BENCHES = {
     "startup": harness.startup_time,
     "dingtalk": harness.dingtalk_stream,
     "file_relay": file_relay.file_relay,
+    "progress": harness.progress_edits,
 }
 
 

@@ -32,6 +32,7 @@ GUIDE_POLLING = {
     "POLL_SESSIONS_RECENT_INTERVAL_SECONDS": "5",
     "TELEGRAM_POLL_TIMEOUT_SECONDS": "30",
     "IM_LOG_LEVEL": "WARNING",
+    "IM_PROGRESS": "on",  # the product's default (the tests' fixture turns it off)
 }
 BOTH_GENERATIONS = (GEN_OLD, GEN_NEW)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -446,3 +447,94 @@ async def _dingtalk_reconnect(dingtalk: FakeDingTalk, outage: float = 10.0) -> f
     dingtalk.set_gateway_available(True)
     await dingtalk.wait_for(lambda: dingtalk.open_connections >= 1, timeout=60)
     return time.monotonic() - back
+
+
+async def progress_edits(
+    chats: int = 5,
+    seconds: float = 60.0,
+    change_every: float = 0.2,
+    interval: float = 2.0,
+    generation: str = GEN_OLD,
+) -> dict[str, Any]:
+    """A run whose state changes every `change_every` s for `seconds`, followed by `chats`
+    chats: progress edits per chat per minute, 429s from Telegram's flood control, the time
+    from a state change to the edit showing it, and the agent's CPU meanwhile."""
+    async with fakes(generation) as (telegram, poco, data_dir):
+        telegram.flood_control = True
+        polling = {**GUIDE_POLLING, "POLL_SESSION_MESSAGES_INTERVAL_SECONDS": str(interval)}
+        env = agent_environment(data_dir, telegram=telegram, poco=poco, **polling)
+        async with agent_process(env, data_dir) as pid:
+            ids = list(range(90_000, 90_000 + chats))
+            telegram.inject_message(ids[0], "/new a busy run")
+            await poco.wait_for(lambda p: len(p.tasks_posted) == 1, timeout=30)
+            session_id = list(poco.sessions)[-1]
+            for chat in ids[1:]:
+                telegram.inject_message(chat, f"/watch {session_id}")
+            await telegram.wait_for(lambda f: len(f.sent) >= chats, timeout=30)
+            poco.start_run(session_id)
+            await telegram.wait_for(
+                lambda f: len({m["chat_id"] for m in _progress_sends(f)}) == chats, timeout=30
+            )
+            changed: dict[str, float] = {}
+            cpu_before, started = cpu_seconds(pid), time.monotonic()
+            step = 0
+            while time.monotonic() - started < seconds:
+                step += 1
+                name = f"step {step:05d}"
+                poco.set_state_patch(session_id, {"current_step": name})
+                changed[name] = time.monotonic()
+                await asyncio.sleep(max(0.0, started + step * change_every - time.monotonic()))
+            cpu = cpu_seconds(pid) - cpu_before
+            ended = time.monotonic()
+            edits = [
+                m
+                for m in telegram.sent
+                if m["method"] == "editMessageText" and started <= m["at"] <= ended
+            ]
+            # Per edit: how old the state it shows is. Per change: how long until an edit
+            # shows it or a newer one (changes faster than the bound are coalesced).
+            latencies: list[float] = []
+            shown_at: dict[int, list[tuple[str, float]]] = {}
+            for edit in edits:
+                shown = next((w for w in edit["text"].split("\n") if "step " in w), "")
+                name = shown.removeprefix("📍 ").strip()
+                if name in changed:
+                    latencies.append((edit["at"] - changed[name]) * 1000)
+                    shown_at.setdefault(edit["chat_id"], []).append((name, edit["at"]))
+            staleness = [
+                (min(later) - at) * 1000
+                for chat_edits in shown_at.values()
+                for name, at in changed.items()
+                if (later := [t for shown_name, t in chat_edits if shown_name >= name and t >= at])
+            ]
+            minutes = seconds / 60
+            per_chat = Counter(m["chat_id"] for m in edits)
+            return {
+                "chats": chats,
+                "state_changes": step,
+                "poll_interval_s": interval,
+                "edits_per_chat_per_min_max": round(max(per_chat.values()) / minutes, 1),
+                "edits_per_chat_per_min_min": round(min(per_chat.values()) / minutes, 1),
+                "telegram_429s": telegram.flood_refusals,
+                "change_to_edit_p50_ms": round(statistics.median(latencies), 1),
+                "change_to_edit_p99_ms": round(percentile(latencies, 99), 1),
+                "change_to_display_p50_ms": round(statistics.median(staleness), 1),
+                "change_to_display_p99_ms": round(percentile(staleness, 99), 1),
+                "cpu_s_per_min": round(cpu / minutes, 3),
+                "state_reads_per_min": round(
+                    poco.count("GET", f"/sessions/{session_id}/state", since=started) / minutes, 1
+                ),
+            }
+
+
+def _progress_sends(telegram: FakeTelegram) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in telegram.sent
+        if m["method"] == "sendMessage"
+        and any(
+            str(b.get("callback_data", "")).startswith("stop:")
+            for row in (m.get("reply_markup") or {}).get("inline_keyboard", [])
+            for b in row
+        )
+    ]

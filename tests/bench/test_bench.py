@@ -93,3 +93,10 @@ async def test_file_relay() -> None:
     figures = await file_relay.file_relay(size_mb=20)
     print("file relay", figures)
     assert figures["peak_above_idle_mb_max"] < 10
+
+
+async def test_progress_edits() -> None:
+    figures = await harness.progress_edits()
+    print("progress", figures)
+    assert figures["edits_per_chat_per_min_max"] <= 30
+    assert figures["telegram_429s"] == 0

@@ -42,6 +42,15 @@ OUTAGE_PAGE = (
 V2_MARKS = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
 
 
+# Flood control (opt-in, `flood_control = True`), after Telegram's published limits: about
+# one message a second in a chat (a short burst passes), 20 a minute in a group, 30 a
+# second overall. Edits count like messages.
+FLOOD_METHODS = frozenset({"sendmessage", "editmessagetext", "editmessagereplymarkup"})
+PRIVATE_WINDOW, PRIVATE_MAX = 10.0, 10
+GROUP_WINDOW, GROUP_MAX = 60.0, 20
+GLOBAL_WINDOW, GLOBAL_MAX = 1.0, 30
+
+
 # Telegram's nginx front answers a gateway error itself, with an HTML page, not Bot API JSON.
 NGINX_PAGES = {
     502: "Bad Gateway",
@@ -194,6 +203,8 @@ class FakeTelegram(FileApi):
         self.answered_callbacks: list[dict[str, Any]] = []
         self.chats: dict[int, dict[str, Any]] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        # Messages Telegram no longer lets the bot edit (older than it allows).
+        self.uneditable: set[tuple[int, int]] = set()
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = 1
         self._next_message_id: dict[int, int] = {}
@@ -203,6 +214,9 @@ class FakeTelegram(FileApi):
         self._drops: dict[str, int] = {}
         self._method_delays: dict[str, float] = {}
         self._outage = False
+        self.flood_control = False
+        self.flood_refusals = 0  # 429s answered by flood control
+        self._flood: dict[int | None, list[float]] = {}
         self._poll_generation = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -370,6 +384,10 @@ class FakeTelegram(FileApi):
                 self.inject_raw({"message": message})
         return new_id
 
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        """The user deleted a message: editing it answers "message to edit not found"."""
+        self.messages.pop((chat_id, message_id), None)
+
     async def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 5) -> None:
         async with self._cond:
             await asyncio.wait_for(self._cond.wait_for(lambda: predicate(self)), timeout)
@@ -449,6 +467,8 @@ class FakeTelegram(FileApi):
                 raise ApiError(
                     status, description or _default_description(status, retry_after), retry_after
                 )
+            if self.flood_control and key in FLOOD_METHODS:
+                self._check_flood(params.get("chat_id"))
             handler = getattr(self, f"_api_{key.lower()}", None)
             if handler is None:
                 raise ApiError(404, "Not Found")
@@ -460,6 +480,21 @@ class FakeTelegram(FileApi):
             return err.response()
         finally:
             self._notify()
+
+    def _check_flood(self, chat_id: Any) -> None:
+        """429 when this call would exceed the chat's or the bot's limits."""
+        now = time.monotonic()
+        group = isinstance(chat_id, int) and chat_id < 0
+        window, most = (GROUP_WINDOW, GROUP_MAX) if group else (PRIVATE_WINDOW, PRIVATE_MAX)
+        for key, span, limit in ((chat_id, window, most), (None, GLOBAL_WINDOW, GLOBAL_MAX)):
+            stamps = [t for t in self._flood.get(key, []) if t > now - span]
+            self._flood[key] = stamps
+            if len(stamps) >= limit:
+                self.flood_refusals += 1
+                retry_after = max(1, round(stamps[0] + span - now))
+                raise ApiError(429, _default_description(429, retry_after), retry_after)
+        for key in (chat_id, None):
+            self._flood[key].append(now)
 
     # ---- Bot API methods ---------------------------------------------------------------
 
@@ -532,6 +567,8 @@ class FakeTelegram(FileApi):
 
     async def _api_editmessagetext(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id, old = self._existing(params)
+        if (chat_id, old["message_id"]) in self.uneditable:
+            raise ApiError(400, "Bad Request: message can't be edited")
         text, entities = self._text(params)
         markup = self._markup(params)
         if (
