@@ -292,7 +292,7 @@ class TelegramProvider:
                 raise
             return await self._call(self.bot.send_message(**kwargs))
 
-    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> bool:
         # A long text was sent in parts and `message_id` is the last one: it gets the end.
         parts = render(message) or [(EMPTY_TEXT, [])]
         text, entities = parts[-1]
@@ -312,6 +312,7 @@ class TelegramProvider:
         except PermanentDeliveryError as exc:
             if "message is not modified" not in str(exc).lower():
                 raise
+        return True
 
     async def show_typing(self, chat: ChatRef) -> None:
         # Telegram shows "typing…" for about 5 s: refreshing it more often is wasted calls.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench import harness
+from tests.bench import cards, harness
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
 
@@ -87,3 +87,11 @@ async def test_dingtalk_stream() -> None:
     print("dingtalk", figures)
     assert figures["ack_p99_ms"] <= 50
     assert figures["reconnect_s"] <= 2
+
+
+async def test_dingtalk_cards() -> None:
+    figures = await cards.dingtalk_cards()
+    print("dingtalk cards", figures)
+    assert figures["answers_posted"] == figures["conversations"]
+    assert figures["press_to_answer_p99_ms"] <= 1000
+    assert figures["press_to_card_updated_p99_ms"] <= 2000

@@ -13,6 +13,8 @@ Speaks the wire format the dingtalk-stream SDK and the OpenAPI docs describe:
 * sessionWebhook (`/robot/sendBySession?session=…`, as DingTalk hands it out on
   oapi.dingtalk.com) and custom robot webhook (`/robot/send?access_token=…`):
   {msgtype: markdown, markdown: {title, text}} -> {errcode: 0, errmsg: "ok"}.
+* Interactive cards (create and deliver, update, streaming) and presses on them pushed
+  over the websocket: tests/fakes/dingtalk_cards, as `FakeDingTalk.cards`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.dingtalk_cards import FakeCards
 
 ROBOT_TOPIC = "/v1.0/im/bot/messages/get"
 CHATBOT_USER_ID = "$:LWCP_v1:$fakeRobotUserId"
@@ -95,6 +99,7 @@ class FakeDingTalk:
         self._sessions: dict[str, int] = {}  # session id -> expiry (ms epoch)
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._cond = asyncio.Condition()
+        self.cards = FakeCards(self)
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -109,6 +114,7 @@ class FakeDingTalk:
         app.router.add_post("/v1.0/robot/oToMessages/batchSend", self._oto_send)
         app.router.add_post("/robot/sendBySession", self._session_send)
         app.router.add_post("/robot/send", self._custom_send)
+        self.cards.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -158,7 +164,8 @@ class FakeDingTalk:
 
     def fail_next(self, route: str, status: int, body: dict[str, Any] | None = None) -> None:
         """Answer the next request on `route` (group, oto, session_webhook, custom_webhook,
-        token, open, connect: the websocket handshake) with `status` and `body`."""
+        token, open, connect: the websocket handshake, card_create, card_update,
+        card_streaming) with `status` and `body`."""
         payload = body if body is not None else {"code": "ServiceUnavailable", "message": "fake"}
         self._failures.setdefault(route, []).append((status, payload))
 
@@ -409,7 +416,7 @@ class FakeDingTalk:
         if message_id in self._stream_ids:
             if frame.get("code") == 200:
                 self.acks.setdefault(self._stream_ids[message_id], now)
-        else:
+        elif not self.cards.note_ack(message_id, frame):
             self.ping_acks.setdefault(message_id, now)
         await self.notify()
 
