@@ -243,6 +243,13 @@ VARIABLES: tuple[Variable, ...] = (
         section="agent",
     ),
     Variable(
+        "IM_MAX_FILE_MB",
+        "20",
+        _number_parser(int, 1, 2000),
+        "Largest file (MB) relayed from a chat into a task (Telegram hands bots up to 20).",
+        section="agent",
+    ),
+    Variable(
         "TELEGRAM_BOT_TOKEN",
         "",
         parse_str,
@@ -424,6 +431,7 @@ class Settings:
     allowlist: tuple[str, ...]
     config_file: Path
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+    max_file_mb: int = 20
 
     @property
     def any_provider_enabled(self) -> bool:
@@ -533,6 +541,7 @@ def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> S
         allowlist=values["IM_ALLOWLIST"],
         config_file=config_file or paths.user_config_file(),
         raw=dict(raw),
+        max_file_mb=values["IM_MAX_FILE_MB"],
     )
 
 

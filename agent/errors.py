@@ -11,6 +11,7 @@
     │   ├── BackendForbidden     code 40300 (HTTP 400 or 403)
     │   └── BackendRejected      any other 4xx code (40000 ...) or a 422
     │       └── BackendRouteMissing  no such route (an older backend)
+    ├── FileTooLarge         a file over a limit (the platform's, IM_MAX_FILE_MB, the backend's)
     └── DeliveryError        a chat platform refused or failed a send
         ├── RetryLater           429 / 5xx / network: carries `retry_after` seconds
         ├── PermanentDeliveryError  chat not found, bot blocked, bad request: give up
@@ -78,6 +79,15 @@ class BackendRejected(BackendError):
 
 class BackendRouteMissing(BackendRejected):
     """A 404 without an envelope: this backend generation has no such route."""
+
+
+class FileTooLarge(AgentError):
+    """A file over `limit` bytes; `size` when known."""
+
+    def __init__(self, message: str, *, limit: int, size: int | None = None) -> None:
+        self.limit = limit
+        self.size = size
+        super().__init__(message)
 
 
 class DeliveryError(AgentError):

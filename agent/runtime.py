@@ -145,6 +145,7 @@ class Runtime:
             settings.backend.frontend_url,
             settings.backend.frontend_lang,
             button_providers=frozenset(buttons),
+            max_file_bytes=settings.max_file_mb * 1024 * 1024,
         )
 
         async def show_typing(channel: Channel) -> None:
@@ -170,7 +171,11 @@ class Runtime:
             typing.show(channel)  # in the background: never holds up the chat
 
         handlers = Handlers(
-            backend, handler_settings, on_prompt=on_prompt, on_watch=notifier.follow
+            backend,
+            handler_settings,
+            on_prompt=on_prompt,
+            on_watch=notifier.follow,
+            providers=providers,
         )
         access = AccessPolicy(settings.access_policy, settings.allowlist, settings.lang)
         access.apply_at_start()  # before the first message is decided or notification sent

@@ -143,10 +143,13 @@ async def test_robot_own_message_ignored_and_non_text_marked(
             "cid-1", "echo", sender_id=dingtalk_api.chatbot_user_id
         )
         picture = await dingtalk_api.push_message("cid-1", "", msgtype="picture")
-        await dingtalk_api.wait_for(lambda: {own, picture} <= set(dingtalk_api.acks))
+        record = await dingtalk_api.push_message("cid-1", "", msgtype="chatRecord")
+        await dingtalk_api.wait_for(lambda: {own, picture, record} <= set(dingtalk_api.acks))
 
-    [msg] = sink.messages
-    assert msg.message_id == picture and msg.unsupported and msg.text == ""
+    image, forwarded = sink.messages
+    assert image.message_id == picture and not image.unsupported and image.text == ""
+    assert [(a.kind, a.ref) for a in image.attachments] == [("picture", "fake-download-code")]
+    assert forwarded.message_id == record and forwarded.unsupported and forwarded.text == ""
 
 
 async def test_sink_failure_means_no_ack_and_redelivery_keeps_key(

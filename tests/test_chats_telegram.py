@@ -156,6 +156,11 @@ async def test_callbacks_replies_and_non_text(telegram_api: FakeTelegram):
             }
         }
     )
+    sticker = {"file_id": "s", "file_unique_id": "su", "width": 1, "height": 1}
+    sticker.update(type="regular", is_animated=False, is_video=False)
+    telegram_api.inject_raw(
+        {"message": {"message_id": 11, "date": 0, "chat": chat, "from": sender, "sticker": sticker}}
+    )
     last = telegram_api.inject_raw(
         {
             "message": {
@@ -171,12 +176,15 @@ async def test_callbacks_replies_and_non_text(telegram_api: FakeTelegram):
     sink = Sink()
     async with running(provider, sink):
         await telegram_api.wait_for(lambda f: f.confirmed_offset == last + 1)
-    question, answer, press, picture = sink.messages
+    question, answer, press, picture, sticker_message = sink.messages
     assert question.key == f"telegram:{first}"
     assert answer.reply_to_message_id == "1"
     assert (press.callback_data, press.callback_id, press.chat_id) == ("opt:1", "cb-1", "5")
     assert press.message_id == "1"
-    assert picture.unsupported and picture.text == "look"
+    assert not picture.unsupported and picture.text == "look"
+    [photo_file] = picture.attachments
+    assert (photo_file.kind, photo_file.ref, photo_file.unique_id) == ("photo", "f", "u")
+    assert sticker_message.unsupported and not sticker_message.attachments
 
 
 async def test_conflict_with_another_poller_then_recovery(telegram_api: FakeTelegram):

@@ -45,7 +45,7 @@ async def test_private_commands_and_continuation(
         # DingTalk has no typing indicator: a continuation is acknowledged in words.
         assert continued_reply(poco) in await say(dingtalk_api, "more detail please")
         assert poco.tasks_posted[-1]["session_id"] == session_id
-        assert "text messages" in await say(dingtalk_api, "", msgtype="picture")
+        assert "voice notes only" in await say(dingtalk_api, "", msgtype="chatRecord")
 
 
 async def test_group_needs_a_mention_and_an_empty_mention_is_help(

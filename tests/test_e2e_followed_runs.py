@@ -41,17 +41,23 @@ async def send_queued_now(poco: FakePoco, session_id: str) -> None:
         assert response.status_code == 200, response.text
 
 
+async def run_a_then_queue_b(telegram: FakeTelegram, poco: FakePoco, first_text: str) -> str:
+    """/new starts run A, which says `first_text`; a plain follow-up then waits behind A."""
+    await say(telegram, CHAT, "/new run A please")
+    session_id = list(poco.sessions)[-1]
+    poco.start_run(session_id)
+    poco.add_assistant_text(session_id, first_text)
+    await telegram.wait_for(lambda f: count(f, first_text) == 1, timeout=10)
+    await continue_session(telegram, poco, CHAT, "then run B")
+    return session_id
+
+
 async def test_a_follow_up_while_running_keeps_the_first_runs_end(
     telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
 ) -> None:
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     async with run_agent(env):
-        await say(telegram_api, CHAT, "/new run A please")
-        session_id = list(poco.sessions)[-1]
-        poco.start_run(session_id)
-        poco.add_assistant_text(session_id, "A first text")
-        await telegram_api.wait_for(lambda f: count(f, "A first text") == 1, timeout=10)
-        await continue_session(telegram_api, poco, CHAT, "then run B")  # queued behind A
+        session_id = await run_a_then_queue_b(telegram_api, poco, "A first text")
         poco.add_assistant_text(session_id, "A later text")
         await telegram_api.wait_for(lambda f: count(f, "A later text") == 1, timeout=10)
         poco.finish_run(session_id, "failed", error="RuntimeError: A broke")
@@ -70,12 +76,7 @@ async def test_two_runs_ending_between_two_polls_are_both_told_in_order(
 ) -> None:
     env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
     async with run_agent(env):
-        await say(telegram_api, CHAT, "/new run A please")
-        session_id = list(poco.sessions)[-1]
-        poco.start_run(session_id)
-        poco.add_assistant_text(session_id, "A says hi")
-        await telegram_api.wait_for(lambda f: count(f, "A says hi") == 1, timeout=10)
-        await continue_session(telegram_api, poco, CHAT, "then run B")
+        session_id = await run_a_then_queue_b(telegram_api, poco, "A says hi")
         if poco.is_new:
             # The web UI's "send now" puts B first in line; then, with nothing awaited in
             # between, A talks, fails, B starts, talks and ends: one poll sees it all.
@@ -261,3 +262,27 @@ async def test_past_1000_messages(
             await telegram_api.wait_for(lambda f: count(f, "over 1000 messages") == 1, timeout=10)
             await asyncio.sleep(1.0)
             assert count(telegram_api, "over 1000 messages") == 1
+
+
+async def test_a_wake_catches_up_with_one_digest(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    # Slow polls: what happens "while asleep" is not seen before the wake.
+    env = agent_environment(
+        data_dir,
+        telegram=telegram_api,
+        poco=poco,
+        POLL_SESSION_MESSAGES_INTERVAL_SECONDS="60",
+        POLL_SESSIONS_RECENT_INTERVAL_SECONDS="60",
+    )
+    async with run_agent(env) as agent:
+        await say(telegram_api, CHAT, "/new sleepy")
+        session_id = list(poco.sessions)[-1]
+        await asyncio.sleep(0.5)  # the first look (a prompt was sent) is over
+        poco.start_run(session_id)
+        for i in range(5):
+            poco.add_assistant_text(session_id, f"while asleep {i}")
+        agent.runtime.notifier.note_wake()  # what the wake detector does on a clock jump
+        await telegram_api.wait_for(lambda f: count(f, "While the agent was away") == 1)
+        assert "while asleep 4" in texts_to(telegram_api, CHAT)[-1]
+        assert count(telegram_api, "while asleep") == 1

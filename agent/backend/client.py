@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from agent.backend.files import FileRoutes
 from agent.backend.models import InputRequest, Message, MessagePage, Run, Session, TaskRef
 from agent.errors import (
     BackendError,
@@ -57,8 +58,9 @@ MAX_CONNECTIONS = 6
 MAX_KEEPALIVE = 6
 
 
-class BackendClient:
-    """One pooled connection to the Poco backend; close it with `aclose()`."""
+class BackendClient(FileRoutes):
+    """One pooled connection to the Poco backend; close it with `aclose()`. The file
+    routes (uploads, transcription, workspace) are in backend/files."""
 
     def __init__(self, settings: BackendSettings) -> None:
         self.base_url = settings.url.rstrip("/") + API_PREFIX
@@ -100,10 +102,12 @@ class BackendClient:
         session_id: str | None = None,
         *,
         client_request_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> TaskRef:
         """Create a session (session_id None) or continue one: a run, or a query queued
         behind the running run. `client_request_id` (stable per inbound message) lets an
-        April 2026 backend deduplicate a retried queued follow-up; older ones ignore it."""
+        April 2026 backend deduplicate a retried queued follow-up; older ones ignore it.
+        `config` is the run's TaskConfig, e.g. `{"input_files": [InputFile, ...]}`."""
         if not prompt.strip():
             raise BackendRejected("Prompt cannot be empty")
         body: dict[str, Any] = {
@@ -112,6 +116,8 @@ class BackendClient:
         }
         if client_request_id:
             body["client_request_id"] = client_request_id
+        if config:
+            body["config"] = dict(config)
         return _parse(TaskRef.from_api, await self._call("POST", "/tasks", json=body))
 
     async def list_sessions(
@@ -236,10 +242,17 @@ class BackendClient:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: AsyncIterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> Any:
-        """The `data` of a successful envelope; errors mapped to BackendError."""
+        """The `data` of a successful envelope; errors mapped to BackendError. `content`
+        streams a request body (an upload); `http_timeout` replaces the default for this call."""
+        extra: dict[str, Any] = {"timeout": http_timeout} if http_timeout is not None else {}
         try:
-            response = await self._http.request(method, path, params=params, json=json)
+            response = await self._http.request(
+                method, path, params=params, json=json, content=content, headers=headers, **extra
+            )
             self.responses += 1
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(f"backend timed out ({type(exc).__name__})") from exc

@@ -98,6 +98,9 @@ class Run:
     # The prompt that started the run: its messages are the ones after this id (and
     # before the next run's prompt).
     user_message_id: int = 0
+    # Workspace files changed as the run's state says (April 2026 runs carry
+    # `state_patch.workspace_state.file_changes`; 0 where a run has no state).
+    changed_files: int = 0
 
     @classmethod
     def from_api(cls, data: Json) -> Run:
@@ -109,11 +112,18 @@ class Run:
             created_at=str(data.get("created_at") or ""),
             finished_at=_opt_str(data.get("finished_at")),
             user_message_id=int(data.get("user_message_id") or 0),
+            changed_files=_changed_files(data.get("state_patch")),
         )
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_RUN_STATUSES
+
+
+def _changed_files(state_patch: Any) -> int:
+    workspace = state_patch.get("workspace_state") if isinstance(state_patch, dict) else None
+    changes = workspace.get("file_changes") if isinstance(workspace, dict) else None
+    return len(changes) if isinstance(changes, list) else 0
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -31,6 +32,29 @@ class Button:
     label: str
     data: str
     action_id: str = ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file in an inbound message, as the journal keeps it: how to fetch it, never its
+    bytes. `ref` is Telegram's file_id or DingTalk's downloadCode; `size` is what the
+    platform announced (None: unknown until fetched)."""
+
+    # Telegram: photo document audio voice video video_note animation; DingTalk: picture
+    # file voice (its audio message) video.
+    kind: str
+    ref: str
+    name: str = ""
+    mime_type: str = ""
+    size: int | None = None
+    # Stable per file (Telegram's file_unique_id): an upload is recorded under it.
+    unique_id: str = ""
+    # DingTalk's own speech recognition of an audio message.
+    transcript: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.unique_id or self.ref
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,10 @@ class InboundMessage:
     # Not a message: the chat now lives under this id (a Telegram group upgraded to a
     # supergroup). The journal moves the chat's state when it records it; nothing to handle.
     moved_to: str = ""
+    # Files the message carries (its text is then the caption), and the album they belong
+    # to (Telegram sends each photo of an album as its own message with this id).
+    attachments: tuple[Attachment, ...] = ()
+    media_group_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,11 +114,14 @@ class InboundMessage:
             "unsupported": self.unsupported,
             "received_at": self.received_at,
             "moved_to": self.moved_to,
+            "attachments": [asdict(a) for a in self.attachments],
+            "media_group_id": self.media_group_id,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InboundMessage:
-        return cls(**data)
+        files = tuple(Attachment(**a) for a in data.get("attachments") or ())
+        return cls(**{**data, "attachments": files})
 
     @property
     def unresolved_press(self) -> bool:
@@ -139,6 +170,27 @@ class OutboundMessage:
             ),
             reply_to_message_id=data.get("reply_to_message_id", ""),
         )
+
+
+class IncomingFile(Protocol):
+    """A file being fetched from a platform: its metadata, then its bytes once."""
+
+    name: str
+    content_type: str
+    size: int | None  # None when the platform does not say
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file for a chat, streamed from `chunks` (read once)."""
+
+    name: str
+    content_type: str
+    size: int | None
+    chunks: AsyncIterator[bytes]
+    caption: str = ""
 
 
 # Persists a batch of inbound messages (deduplicated by key) and returns once they are
@@ -200,6 +252,22 @@ class ChatProvider(Protocol):
         """Replace a sent message's text and buttons. False when that message cannot be
         edited (a DingTalk text message; a card the app may no longer update): the caller
         may send what it has to say as a new message instead."""
+        ...
+
+    # Largest file this platform hands a bot (bytes), and the largest it takes from one
+    # (0: it takes no files; core sends a link instead).
+    max_download_bytes: int
+    max_upload_bytes: int
+
+    def open_file(
+        self, chat: ChatRef, attachment: Attachment
+    ) -> AbstractAsyncContextManager[IncomingFile]:
+        """Start fetching an inbound file. DeliveryError subclasses on failure; FileTooLarge
+        when the platform will not hand it out."""
+        ...
+
+    async def send_file(self, chat: ChatRef, file: OutgoingFile) -> str:
+        """Send a document; the platform's message id."""
         ...
 
     async def show_typing(self, chat: ChatRef) -> None: ...

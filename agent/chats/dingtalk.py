@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -38,9 +39,12 @@ from dingtalk_stream.handlers import CallbackHandler, EventHandler
 from yarl import URL
 
 from agent.chats.base import (
+    Attachment,
     ChatRef,
     InboundSink,
+    IncomingFile,
     OutboundMessage,
+    OutgoingFile,
     PartsSent,
     ProviderState,
     ProviderStatus,
@@ -51,6 +55,7 @@ from agent.chats.dingtalk_cards import (
     is_card,
     press_from_callback,
 )
+from agent.chats.dingtalk_files import MAX_DOWNLOAD_BYTES, DingTalkFiles
 from agent.chats.dingtalk_messages import to_inbound
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.dingtalk_send import NAME, TEXT_LIMIT, DingTalkSender, describe
@@ -103,6 +108,8 @@ class DingTalkProvider:
 
     name = NAME
     text_limit = TEXT_LIMIT
+    max_download_bytes = MAX_DOWNLOAD_BYTES
+    max_upload_bytes = 0  # no robot file messages yet: core sends a link
 
     def __init__(
         self,
@@ -135,6 +142,7 @@ class DingTalkProvider:
         self._sender = DingTalkSender(settings, self._http, self.session_webhooks)
         self._cards = DingTalkCards(settings, self._sender)
         self._link = Restartable()
+        self._files = DingTalkFiles(settings, self._http, self._sender)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -316,6 +324,14 @@ class DingTalkProvider:
     async def reconnect(self) -> None:
         """After a wake the websocket is likely dead: drop it and connect again now."""
         self._link.restart()
+
+    def open_file(
+        self, chat: ChatRef, attachment: Attachment
+    ) -> AbstractAsyncContextManager[IncomingFile]:
+        return self._files.open(chat, attachment)
+
+    async def send_file(self, chat: ChatRef, file: OutgoingFile) -> str:
+        raise PermanentDeliveryError("this agent sends DingTalk files as links", provider=NAME)
 
     # -- no-ops --------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from dingtalk_stream import ChatbotMessage
 
-from agent.chats.base import InboundMessage
+from agent.chats.base import Attachment, InboundMessage
+from agent.chats.dingtalk_files import message_files
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.dingtalk_send import NAME
 
@@ -33,10 +34,15 @@ def to_inbound(
     is_group = robot.conversation_type == "2"
     if is_group and not robot.is_in_at_list:
         return None  # DingTalk group messages count only when the robot is @-mentioned
-    unsupported = robot.message_type != "text"
-    text = ""
-    if not unsupported:
+    files: tuple[Attachment, ...] = ()
+    if robot.message_type == "text":
         text = _LEADING_MENTION.sub("", robot.text.content or "", count=1).strip() or "/help"
+    else:
+        files, text = message_files(str(robot.message_type), data.get("content") or {})
+        text = _LEADING_MENTION.sub("", text, count=1).strip()
+        if robot.message_type == "richText" and not files:
+            text = text or "/help"  # rich text without pictures is text
+    unsupported = not text and not files
     session_webhook = str(robot.session_webhook or "")
     expires_at = session_webhooks.expires_at(robot.session_webhook_expired_time or 0, now)
     if session_webhook and not session_webhooks.accepts(session_webhook):
@@ -64,4 +70,5 @@ def to_inbound(
         },
         unsupported=unsupported,
         received_at=created_ms / 1000.0 if isinstance(created_ms, int | float) else now,
+        attachments=files,
     )

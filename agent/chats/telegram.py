@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 # PTB >= 22.2 warns on every RetryAfter unless timedelta values are opted into; we handle both.
@@ -31,10 +32,13 @@ from telegram.error import (  # noqa: E402
 )
 
 from agent.chats.base import (  # noqa: E402
+    Attachment,
     ChatRef,
     InboundMessage,
     InboundSink,
+    IncomingFile,
     OutboundMessage,
+    OutgoingFile,
     PartsSent,
     ProviderState,
     ProviderStatus,
@@ -46,6 +50,11 @@ from agent.chats.telegram_errors import (  # noqa: E402
     is_entity_error,
     seconds,
     short,
+)
+from agent.chats.telegram_files import (  # noqa: E402
+    GET_FILE_LIMIT,
+    SEND_DOCUMENT_LIMIT,
+    TelegramFiles,
 )
 from agent.chats.telegram_render import keyboard, render, reply_parameters  # noqa: E402
 from agent.chats.telegram_updates import to_inbound  # noqa: E402
@@ -97,6 +106,8 @@ class TelegramProvider:
 
     name = PROVIDER
     text_limit = TELEGRAM_TEXT_LIMIT
+    max_download_bytes = GET_FILE_LIMIT
+    max_upload_bytes = SEND_DOCUMENT_LIMIT
 
     def __init__(
         self, settings: TelegramSettings, *, commands: Sequence[tuple[str, str]] = ()
@@ -119,6 +130,7 @@ class TelegramProvider:
             request=self.request,
             get_updates_request=self.updates_request,
         )
+        self.files = TelegramFiles(settings)
         self.username = ""
         self.offset = 0
         self.backoff = Backoff()
@@ -314,6 +326,15 @@ class TelegramProvider:
                 raise
         return True
 
+    def open_file(
+        self, chat: ChatRef, attachment: Attachment
+    ) -> AbstractAsyncContextManager[IncomingFile]:
+        return self.files.open(self.bot, attachment)
+
+    async def send_file(self, chat: ChatRef, file: OutgoingFile) -> str:
+        await self._throttle(chat)
+        return await self.files.send_document(chat, file)
+
     async def show_typing(self, chat: ChatRef) -> None:
         # Telegram shows "typing…" for about 5 s: refreshing it more often is wasted calls.
         now = time.monotonic()
@@ -347,6 +368,7 @@ class TelegramProvider:
         await self.bot.shutdown()
         await self.request.shutdown()
         await self.updates_request.shutdown()
+        await self.files.aclose()
 
     async def _throttle(self, chat: ChatRef) -> None:
         limiter = self._chat_limits.get(chat.chat_id)

@@ -8,6 +8,7 @@ units (Telegram's measure) and each part keeps the entities that fall in it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 import telegramify_markdown
@@ -27,6 +28,8 @@ PROVIDER = "telegram"
 
 log = logging.getLogger(__name__)
 Part = tuple[str, list[MessageEntity]]
+# Code (fenced blocks, then inline spans): kept as written, everything else may be escaped.
+_CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]*`)", re.DOTALL)
 
 
 def render(message: OutboundMessage) -> list[Part]:
@@ -34,7 +37,7 @@ def render(message: OutboundMessage) -> list[Part]:
     text, entities = message.text, []
     if message.markdown:
         try:
-            text, converted = telegramify_markdown.convert(message.text)
+            text, converted = telegramify_markdown.convert(_literal_angles(message.text))
         except Exception:  # a renderer bug must not lose the message
             log.warning("Markdown rendering failed; sending plain text", exc_info=True)
         else:
@@ -47,6 +50,15 @@ def render(message: OutboundMessage) -> list[Part]:
             parts.append((chunk, _clip(entities, start, start + size)))
         start += size
     return parts
+
+
+def _literal_angles(markdown: str) -> str:
+    """`<` outside code as a Markdown escape: the converter drops inline HTML, which would
+    eat placeholders like `/new <task>` and an agent's `List<String>` or `<div>`."""
+    pieces = _CODE.split(markdown)
+    return "".join(
+        piece if index % 2 else piece.replace("<", "\\<") for index, piece in enumerate(pieces)
+    )
 
 
 def _usable(entity: telegramify_markdown.MessageEntity) -> bool:

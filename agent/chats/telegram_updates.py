@@ -1,4 +1,4 @@
-"""Telegram updates as InboundMessages: texts, button presses, and a group's move."""
+"""Telegram updates as InboundMessages: texts, files, button presses, and a group's move."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ import re
 from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType
 
-from agent.chats.base import InboundMessage
+from agent.chats.base import Attachment, InboundMessage
 
 PROVIDER = "telegram"
+# What a file message carries, checked in this order (a GIF has `animation` and `document`).
+FILE_KINDS = ("animation", "video", "video_note", "audio", "voice", "document")
+DEFAULT_NAMES = {
+    "animation": ("animation.mp4", "video/mp4"),
+    "video": ("video.mp4", "video/mp4"),
+    "video_note": ("video_note.mp4", "video/mp4"),
+    "audio": ("audio.mp3", "audio/mpeg"),
+    "voice": ("voice.ogg", "audio/ogg"),
+    "document": ("document", "application/octet-stream"),
+}
 COMMAND_MENTION = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(.*)", re.DOTALL)
 
 log = logging.getLogger(__name__)
@@ -29,7 +39,11 @@ def to_inbound(update: Update, bot_username: str) -> InboundMessage | None:
     if message.text is None:
         if message.effective_attachment is None:
             return None  # a service message (member joined, pin...): nothing to answer
-        return _from_message(key, message, message.caption or "", unsupported=True)
+        caption = addressed(message.caption or "", bot_username)
+        files = attachments(message)
+        if caption is None or not files:  # another bot's command; a sticker, a poll...
+            return _from_message(key, message, message.caption or "", unsupported=True)
+        return _from_message(key, message, caption, files=files)
     text = addressed(message.text, bot_username)
     return None if text is None else _from_message(key, message, text)
 
@@ -44,8 +58,45 @@ def addressed(text: str, bot_username: str) -> str | None:
     return match[1] + match[3]
 
 
+def attachments(message: Message) -> tuple[Attachment, ...]:
+    """The message's file: a photo's largest size, or its document, audio, voice..."""
+    if message.photo:
+        largest = message.photo[-1]  # sizes come smallest first
+        return (
+            Attachment(
+                "photo",
+                largest.file_id,
+                name=f"photo_{largest.file_unique_id}.jpg",  # Telegram re-encodes as JPEG
+                mime_type="image/jpeg",
+                size=largest.file_size,
+                unique_id=largest.file_unique_id,
+            ),
+        )
+    for kind in FILE_KINDS:
+        media = getattr(message, kind)
+        if media is None:
+            continue
+        name, mime = DEFAULT_NAMES[kind]
+        return (
+            Attachment(
+                kind,
+                media.file_id,
+                name=getattr(media, "file_name", None) or name,
+                mime_type=getattr(media, "mime_type", None) or mime,
+                size=media.file_size,
+                unique_id=media.file_unique_id,
+            ),
+        )
+    return ()
+
+
 def _from_message(
-    key: str, message: Message, text: str, *, unsupported: bool = False
+    key: str,
+    message: Message,
+    text: str,
+    *,
+    unsupported: bool = False,
+    files: tuple[Attachment, ...] = (),
 ) -> InboundMessage:
     sender = message.from_user
     reply = message.reply_to_message
@@ -62,6 +113,8 @@ def _from_message(
         reply_to_message_id=str(reply.message_id) if reply else "",
         route=route,
         unsupported=unsupported,
+        attachments=files,
+        media_group_id=(message.media_group_id or "") if files else "",
     )
 
 

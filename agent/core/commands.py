@@ -21,6 +21,8 @@ ALIASES: dict[str, str] = {
     "clear": "clear",
     "disconnect": "clear",
     "answer": "answer",
+    "files": "files",
+    "get": "get",
 }
 
 # What setMyCommands registers (canonical names, in menu order).
@@ -35,6 +37,8 @@ MENU: tuple[str, ...] = (
     "link",
     "clear",
     "answer",
+    "files",
+    "get",
 )
 
 # Command prefixes people type: ASCII slash and the full-width one of Chinese keyboards.

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.backend.client import BackendClient
-from agent.chats.base import InboundMessage, OutboundMessage
+from agent.chats.base import ChatProvider, InboundMessage, OutboundMessage
 from agent.core import answers, i18n, prompts
+from agent.core.attachments import FileRelay
 from agent.core.commands import Command, parse
+from agent.core.file_commands import FileCommands
 from agent.core.intents import PromptSender, Sent
 from agent.core.notices import TYPED_ANSWER_PROVIDERS, NoticeContext
 from agent.errors import (
@@ -55,6 +57,7 @@ class HandlerSettings:
     button_providers: frozenset[str] = frozenset({"telegram"})
     # Providers whose typing indicator acknowledges a continuation (no "sent" reply needed).
     typing_providers: frozenset[str] = frozenset({"telegram"})
+    max_file_bytes: int = 20 * 1024 * 1024  # IM_MAX_FILE_MB
 
     @property
     def notice_context(self) -> NoticeContext:
@@ -68,10 +71,16 @@ class Handlers:
         settings: HandlerSettings,
         on_prompt: PromptListener | None = None,
         on_watch: Callable[[str], None] | None = None,
+        providers: Mapping[str, ChatProvider] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
         self.sender = PromptSender(backend)
+        providers = providers or {}
+        self.files = FileRelay(
+            backend, self.sender, providers, max_bytes=settings.max_file_bytes, lang=settings.lang
+        )
+        self.file_commands = FileCommands(backend, providers, lang=settings.lang)
         self.on_prompt = on_prompt
         # Called when a chat starts following a session, so its notifications start soon.
         self.on_watch = on_watch
@@ -85,6 +94,8 @@ class Handlers:
             "link": self._link,
             "clear": self._clear,
             "answer": self._answer,
+            "files": self.file_commands.files,
+            "get": self.file_commands.get,
         }
 
     def t(self, key: str, **values: object) -> str:
@@ -104,6 +115,8 @@ class Handlers:
     async def _dispatch(self, message: InboundMessage, channel: Channel) -> list[str]:
         if message.unsupported:
             return [self.t("text_only")]
+        if message.attachments:
+            return await self._files_in(message, channel)
         if len(message.text) > MAX_PROMPT_CHARS:
             return [self.t("too_long", length=len(message.text), limit=MAX_PROMPT_CHARS)]
         answer = self._answer_in(message, channel)
@@ -201,6 +214,16 @@ class Handlers:
         except BackendNotFound:
             return [self.t("not_found", session_id=session_id)]
         return await self._continued(channel, sent)
+
+    async def _files_in(self, message: InboundMessage, channel: Channel) -> list[str]:
+        """A photo, file or voice note (core/attachments); replied to as a text prompt."""
+        outcome = await self.files.relay(message, channel)
+        texts = list(outcome.notes)
+        if outcome.task is None:
+            return texts
+        if outcome.new_session:
+            return texts + await self._created(channel, outcome.task)
+        return texts + await self._continued(channel, outcome.task)
 
     async def _new(self, channel: Channel, args: str, key: str) -> list[str]:
         if not args:

@@ -25,7 +25,10 @@ _EN: dict[str, str] = {
         "/link — link to the connected session\n"
         "/clear — disconnect this chat\n"
         "/answer <request_id> <json> — answer an input request\n"
-        "Plain text continues the connected session."
+        "/files [page] — files in the connected session's workspace\n"
+        "/get <n|path> — send one of them here\n"
+        "Plain text continues the connected session; a photo, file or voice note goes to it "
+        "as an attachment (the caption is the prompt)."
     ),
     "menu.help": "Show the commands",
     "menu.list": "Recent sessions",
@@ -37,9 +40,11 @@ _EN: dict[str, str] = {
     "menu.link": "Link to the connected session",
     "menu.clear": "Disconnect this chat",
     "menu.answer": "Answer an input request",
+    "menu.files": "Files in the session's workspace",
+    "menu.get": "Send a workspace file: /get <n|path>",
     "unknown_command": "Unknown command /{name}.",
     "empty": "Send /help to see what I can do.",
-    "text_only": "I can only read text messages.",
+    "text_only": "I can read text, photos, files and voice notes only.",
     "too_long": "That message is too long ({length} characters; the limit is {limit}).",
     "not_bound": "This chat is not connected to a session. Start one with /new <task> or "
     "connect with /connect <id|n> (see /list).",
@@ -128,6 +133,39 @@ _EN: dict[str, str] = {
     "digest.header": "While the agent was away:",
     "digest.line": "{emoji} *{title}* — {status}",
     "digest.last": "Last: {text}",
+    "files.default_prompt": "Please take a look at the attached file(s).",
+    "files.heard": "🎤 {text}",
+    "files.no_transcript": "🎤 This Poco backend cannot transcribe voice notes: the recording "
+    "was attached as an audio file.",
+    "files.too_big": "📎 {name} is larger than {limit} MB, the most this agent relays. "
+    "Nothing was sent.",
+    "files.no_storage": "⚠️ The Poco backend cannot store files (it has no object storage). "
+    "Nothing was sent: describe it in text instead.",
+    "files.backend_too_big": "⚠️ The Poco backend refused the file as too large: {reason}",
+    "files.download_failed": "⚠️ The file could not be fetched from the chat ({reason}). "
+    "Nothing was sent: try again.",
+    "files.kind.photo": "The photo",
+    "files.kind.picture": "The picture",
+    "files.kind.document": "The document",
+    "files.kind.file": "The file",
+    "files.kind.voice": "The voice note",
+    "files.kind.audio": "The audio file",
+    "files.kind.video": "The video",
+    "files.kind.video_note": "The video note",
+    "files.kind.animation": "The animation",
+    "files.changed": "📁 {count} file(s) changed in the workspace: /files",
+    "files.none": "No workspace files yet: they are listed once a run has finished and its "
+    "workspace was exported.",
+    "files.header": "Workspace files ({count}; page {page}/{pages}):",
+    "files.more": "More: /files {next}",
+    "files.footer": "Send one here with /get and its number, e.g. /get 1.",
+    "files.get_usage": "Usage: /get <n|path> (n is a number from /files)",
+    "files.bad_number": "There is no file {value} in the last /files.",
+    "files.no_such": "No file `{path}` in the workspace (see /files).",
+    "files.link": "📎 [{name}]({url}) ({size})",
+    "files.too_big_to_send": "This file is over {limit} MB, too large to send here; download "
+    "it instead:",
+    "files.send_failed": "⚠️ Could not send `{path}`: {reason}",
 }
 
 _ZH: dict[str, str] = {
@@ -142,7 +180,10 @@ _ZH: dict[str, str] = {
         "/link — 当前会话链接\n"
         "/clear — 断开当前会话\n"
         "/answer <request_id> <json> — 回答输入请求\n"
-        "直接发送文本即可在已连接的会话中继续对话。"
+        "/files [页码] — 已连接会话工作区中的文件\n"
+        "/get <n|路径> — 把其中一个文件发到这里\n"
+        "直接发送文本即可在已连接的会话中继续对话；图片、文件和语音会作为附件发给会话"
+        "（说明文字即为提示词）。"
     ),
     "menu.help": "查看命令",
     "menu.list": "最近的会话",
@@ -154,9 +195,11 @@ _ZH: dict[str, str] = {
     "menu.link": "当前会话链接",
     "menu.clear": "断开当前会话",
     "menu.answer": "回答输入请求",
+    "menu.files": "会话工作区中的文件",
+    "menu.get": "发送工作区文件：/get <n|路径>",
     "unknown_command": "未知命令 /{name}。",
     "empty": "发送 /help 查看可用命令。",
-    "text_only": "目前只能处理文字消息。",
+    "text_only": "目前只能处理文字、图片、文件和语音消息。",
     "too_long": "消息太长（{length} 个字符，上限 {limit}）。",
     "not_bound": "本聊天尚未连接会话。请用 /new <任务> 新建，或用 /connect <id|n> 连接"
     "（见 /list）。",
@@ -242,6 +285,33 @@ _ZH: dict[str, str] = {
     "digest.header": "智能体离线期间：",
     "digest.line": "{emoji} *{title}* — {status}",
     "digest.last": "最后一条：{text}",
+    "files.default_prompt": "请查看附件。",
+    "files.heard": "🎤 {text}",
+    "files.no_transcript": "🎤 当前 Poco 后端无法转写语音：录音已作为音频文件附上。",
+    "files.too_big": "📎 {name}超过 {limit} MB，超出本智能体可转发的上限，未发送。",
+    "files.no_storage": "⚠️ Poco 后端无法存储文件（未配置对象存储），未发送：请改用文字描述。",
+    "files.backend_too_big": "⚠️ Poco 后端因文件过大拒绝了它：{reason}",
+    "files.download_failed": "⚠️ 无法从聊天中获取该文件（{reason}），未发送：请重试。",
+    "files.kind.photo": "该图片",
+    "files.kind.picture": "该图片",
+    "files.kind.document": "该文件",
+    "files.kind.file": "该文件",
+    "files.kind.voice": "该语音",
+    "files.kind.audio": "该音频",
+    "files.kind.video": "该视频",
+    "files.kind.video_note": "该视频消息",
+    "files.kind.animation": "该动图",
+    "files.changed": "📁 工作区中有 {count} 个文件被修改：/files",
+    "files.none": "工作区中还没有文件：运行结束且工作区导出后才会列出。",
+    "files.header": "工作区文件（共 {count} 个；第 {page}/{pages} 页）：",
+    "files.more": "更多：/files {next}",
+    "files.footer": "用 /get 加序号把文件发到这里，例如 /get 1。",
+    "files.get_usage": "用法：/get <n|路径>（n 为 /files 中的序号）",
+    "files.bad_number": "上一次 /files 中没有第 {value} 个文件。",
+    "files.no_such": "工作区中没有文件 `{path}`（见 /files）。",
+    "files.link": "📎 [{name}]({url})（{size}）",
+    "files.too_big_to_send": "该文件超过 {limit} MB，无法在这里发送；请下载：",
+    "files.send_failed": "⚠️ 无法发送 `{path}`：{reason}",
 }
 
 TEXTS: dict[str, dict[str, str]] = {"en": _EN, "zh": _ZH}

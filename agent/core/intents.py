@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,19 +87,36 @@ class PromptSender:
         # already matched, so two must not match the same message.
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def send(self, key: str, channel: Channel, prompt: str, session_id: str | None) -> Sent:
-        """Record the intent, then `POST /tasks`. Raises PromptInDoubt when the request
-        may have reached the backend but no answer came; other BackendErrors mean the
-        prompt is not there."""
+    async def send(
+        self,
+        key: str,
+        channel: Channel,
+        prompt: str,
+        session_id: str | None,
+        *,
+        config: dict[str, Any] | None = None,
+    ) -> Sent:
+        """Record the intent, then `POST /tasks` (with `config`, e.g. a file message's
+        input_files). Raises PromptInDoubt when the request may have reached the backend
+        but no answer came; other BackendErrors mean the prompt is not there."""
+        config_json = json.dumps(config) if config else ""
         if session_id:
             after_id, blind = await self._newest_message(session_id)
             intent = store.record(
-                key, channel, prompt, session_id, after_message_id=after_id, blind=blind
+                key,
+                channel,
+                prompt,
+                session_id,
+                after_message_id=after_id,
+                blind=blind,
+                config=config_json,
             )
         else:
             newest = await self.backend.list_sessions(limit=1)
             sessions_after = newest[0].created_at if newest else ""
-            intent = store.record(key, channel, prompt, sessions_after=sessions_after)
+            intent = store.record(
+                key, channel, prompt, sessions_after=sessions_after, config=config_json
+            )
         return await self._post(intent)
 
     def unsettled(self, key: str) -> Intent | None:
@@ -137,6 +155,7 @@ class PromptSender:
                 intent.prompt,
                 intent.session_id or None,
                 client_request_id=client_request_id(intent.key),
+                config=json.loads(intent.config) if intent.config else None,
             )
         except BackendUnavailable as exc:
             if exc.code is None:  # no answer from the app: it may have created the task

@@ -242,14 +242,20 @@ class Notifier:
             self._note_listing([session], followed)
 
     def _note_listing(self, sessions: Iterable[Session], followed: set[str]) -> None:
-        for session in sessions:
-            if session.session_id not in followed:
-                continue
-            tracked, created = TrackedSession.get_or_create(session_id=session.session_id)
-            known = (tracked.status, tracked.updated_at)
-            changed = (session.status, session.updated_at) != known
+        """Compare with what we knew: one read for the whole listing, a write per change."""
+        listed = [s for s in sessions if s.session_id in followed]
+        known_rows = TrackedSession.select().where(
+            TrackedSession.session_id.in_([s.session_id for s in listed])
+        )
+        known = {row.session_id: row for row in known_rows}
+        for session in listed:
+            tracked = known.get(session.session_id)
+            created = tracked is None
+            if tracked is None:
+                tracked, _ = TrackedSession.get_or_create(session_id=session.session_id)
+            changed = (session.status, session.updated_at) != (tracked.status, tracked.updated_at)
             first_sight = created or tracked.updated_at == ""
-            if not changed and session.title == tracked.title:
+            if not changed and (session.title or "") == tracked.title:
                 continue
             tracked.status = session.status
             tracked.updated_at = session.updated_at

@@ -9,13 +9,14 @@ messages: a run that ended in the first read has all its texts in the second.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from agent.backend.client import BackendClient
 from agent.backend.models import TERMINAL_RUN_STATUSES, Message, Run, parse_time
-from agent.core import notices
+from agent.core import file_commands, notices
 from agent.core.notices import NoticeContext
 from agent.store import queries
 from agent.store.models import Channel, TrackedSession, Watch
@@ -222,6 +223,8 @@ class SessionFeed:
         message = notices.run_ended(
             self.ctx, label, watch.session_id, run.status, run.last_error or ""
         )
+        if note := file_commands.changed_files_note(self.ctx.lang, run):
+            message = dataclasses.replace(message, text=message.text + note)
         queries.enqueue(watch.channel, message, dedup_key=f"run:{run.run_id}:{run.status}")
         return run.run_id
 

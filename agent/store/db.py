@@ -11,6 +11,7 @@ import peewee
 
 from agent import paths
 from agent.errors import StoreError
+from agent.store import file_jobs
 from agent.store.models import (
     ALL_MODELS,
     Inbound,
@@ -137,6 +138,7 @@ def prune(now: float | None = None) -> int:
         )
         .execute()
     )
+    removed += file_jobs.prune(cutoff)
     return int(removed)
 
 

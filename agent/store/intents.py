@@ -24,6 +24,7 @@ def record(
     after_message_id: int = 0,
     blind: bool = False,
     sessions_after: str = "",
+    config: str = "",
 ) -> Intent:
     """Record a prompt about to be sent (replacing a failed earlier try of the same key)."""
     Intent.delete().where(Intent.key == key).execute()
@@ -35,6 +36,7 @@ def record(
         after_message_id=after_message_id,
         blind=blind,
         sessions_after=sessions_after,
+        config=config,
     )
 
 

@@ -146,6 +146,9 @@ class Intent(BaseModel):
     blind = peewee.BooleanField(default=False)
     # /new: `created_at` (the backend's clock) of the newest session before the call.
     sessions_after = peewee.CharField(default="")
+    # The task's `config` as JSON ("" = none): a file message's uploaded input_files, so a
+    # prompt sent again after a crash carries its files.
+    config = peewee.TextField(default="")
     # sending → sent (answered, or found at the backend) | failed (refused: not there)
     state = peewee.CharField(default="sending", index=True)
     # What it became: its session; `queued` behind a running run; the user message found.
@@ -226,6 +229,30 @@ class PromptClosure(BaseModel):
     matchable = peewee.BooleanField(default=True)
 
 
+class FileJob(BaseModel):
+    """An inbound file message on its way into a task (core/attachments). Its files are
+    fetched and uploaded (`uploading`), then the task is posted (`posting`, `done`). The
+    other photos of an album are `absorbed` by the job of the album's first message."""
+
+    key = peewee.CharField(unique=True)  # the inbound message's key
+    state = peewee.CharField(default="uploading")
+    leader = peewee.CharField(default="")  # absorbed: the key of the album's job
+    created_at = peewee.FloatField(default=now, index=True)
+
+
+class FileUpload(BaseModel):
+    """A file a job uploaded: the backend's InputFile, reused when the job is retried after
+    a crash, so the task gets each file once."""
+
+    job_key = peewee.CharField()
+    file_key = peewee.CharField()  # Attachment.key
+    input_file = peewee.TextField()  # the InputFile JSON as the backend answered it
+    created_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("job_key", "file_key"), True),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Meta,
     Channel,
@@ -239,4 +266,6 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     InputPrompt,
     PromptClosure,
     Intent,
+    FileJob,
+    FileUpload,
 )

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from tests.bench import cards, harness
+from tests.bench import cards, file_relay, harness
 
 BENCHES = {
     "inbound_paced": harness.inbound_paced,
@@ -28,6 +28,7 @@ BENCHES = {
     "startup": harness.startup_time,
     "dingtalk": harness.dingtalk_stream,
     "dingtalk_cards": cards.dingtalk_cards,
+    "file_relay": file_relay.file_relay,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench import cards, harness
+from tests.bench import cards, file_relay, harness
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
 
@@ -87,6 +87,12 @@ async def test_dingtalk_stream() -> None:
     print("dingtalk", figures)
     assert figures["ack_p99_ms"] <= 50
     assert figures["reconnect_s"] <= 2
+
+
+async def test_file_relay() -> None:
+    figures = await file_relay.file_relay(size_mb=20)
+    print("file relay", figures)
+    assert figures["peak_above_idle_mb_max"] < 10
 
 
 async def test_dingtalk_cards() -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.fakes.dingtalk_cards import FakeCards
+from tests.fakes.dingtalk_files import FileDownloads
 
 ROBOT_TOPIC = "/v1.0/im/bot/messages/get"
 CHATBOT_USER_ID = "$:LWCP_v1:$fakeRobotUserId"
@@ -62,7 +63,7 @@ class _Conn:
     draining: bool = False  # got a `disconnect` frame: no more deliveries
 
 
-class FakeDingTalk:
+class FakeDingTalk(FileDownloads):
     def __init__(
         self, client_id: str = "fake-client-id", client_secret: str = "fake-secret"
     ) -> None:
@@ -102,6 +103,7 @@ class FakeDingTalk:
         self.cards = FakeCards(self)
         self._runner: web.AppRunner | None = None
         self._port = 0
+        self._init_files()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -114,6 +116,8 @@ class FakeDingTalk:
         app.router.add_post("/v1.0/robot/oToMessages/batchSend", self._oto_send)
         app.router.add_post("/robot/sendBySession", self._session_send)
         app.router.add_post("/robot/send", self._custom_send)
+        app.router.add_post("/v1.0/robot/messageFiles/download", self._message_file)
+        app.router.add_get("/oss/{token}", self._oss)
         self.cards.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -164,8 +168,8 @@ class FakeDingTalk:
 
     def fail_next(self, route: str, status: int, body: dict[str, Any] | None = None) -> None:
         """Answer the next request on `route` (group, oto, session_webhook, custom_webhook,
-        token, open, connect: the websocket handshake, card_create, card_update,
-        card_streaming) with `status` and `body`."""
+        token, open, connect: the websocket handshake, download: messageFiles/download,
+        card_create, card_update, card_streaming) with `status` and `body`."""
         payload = body if body is not None else {"code": "ServiceUnavailable", "message": "fake"}
         self._failures.setdefault(route, []).append((status, payload))
 
@@ -182,6 +186,7 @@ class FakeDingTalk:
         msgtype: str = "text",
         session_webhook_ttl_ms: int = SESSION_WEBHOOK_TTL_MS,
         sender_id: str | None = None,
+        content: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A robot message as DingTalk puts it (JSON-encoded) in a CALLBACK frame's `data`."""
         msg_id = msg_id or f"msg{uuid.uuid4().hex}"
@@ -221,6 +226,8 @@ class FakeDingTalk:
             payload["content"] = {"richText": [{"text": text}]}
         else:
             payload["content"] = {}
+        if content is not None:  # a file message's (see media_content, rich_text)
+            payload["content"] = content
         return payload
 
     async def push_message(

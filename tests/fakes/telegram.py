@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.chats.text import utf16_len
+from tests.fakes.telegram_files import SEND_DOCUMENT_LIMIT, FileApi
 
 RESERVED_V2 = set("_*[]()~`>#+-=|{}.!")
 JSON_FIELDS = {
@@ -176,7 +177,7 @@ def _scan_code(source: str, pos: int, fence: str) -> tuple[int, str]:
     return -1, ""
 
 
-class FakeTelegram:
+class FakeTelegram(FileApi):
     """Bot API on 127.0.0.1:<port>; inject updates, inspect `sent`/`calls`, inject faults."""
 
     def __init__(self, token: str = "123456:TEST-TOKEN", bot_username: str = "poco_test_bot"):
@@ -208,6 +209,7 @@ class FakeTelegram:
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port = 0
+        self._init_files()
 
     @property
     def url(self) -> str:
@@ -222,8 +224,9 @@ class FakeTelegram:
         return list(self._updates)
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=SEND_DOCUMENT_LIMIT + 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.poco.executor import ExecutorSide
+from tests.fakes.poco.files import S3_PREFIX, FileRoutes
 from tests.fakes.poco.routes_new import NewRoutes
 from tests.fakes.poco.wire import (
     BASE,
@@ -39,7 +40,7 @@ SESSION = f"{BASE}/sessions/{{session_id}}"
 QUEUED = f"{SESSION}/queued-queries"
 
 
-class FakePoco(NewRoutes, ExecutorSide):
+class FakePoco(FileRoutes, NewRoutes, ExecutorSide):
     """A fake Poco backend of one generation: `GEN_OLD` (98d6fb0f, the default) or
     `GEN_NEW` (619c546b). The new one wants `X-Internal-Token: <internal_token>` plus a
     non-empty `X-User-Id` on every user route; with `auth_mode="single_user"` a request
@@ -190,6 +191,7 @@ class FakePoco(NewRoutes, ExecutorSide):
         r.add_get(f"{BASE}/runs/session/{{session_id}}", self._list_runs)
         r.add_get(f"{BASE}/user-input-requests", self._list_input_requests)
         r.add_post(f"{BASE}/user-input-requests/{{request_id}}/answer", self._post_answer)
+        self._file_routes(app)
         if not self.is_new:
             return
         r.add_get(f"{SESSION}/messages/delta", self._messages_delta)
@@ -201,6 +203,8 @@ class FakePoco(NewRoutes, ExecutorSide):
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(S3_PREFIX):  # the object store, not the API
+            return await handler(request)
         call = await self._record(request)
         CURRENT_CALL.set(call)
         try:
@@ -244,7 +248,7 @@ class FakePoco(NewRoutes, ExecutorSide):
             return user or "default"
         if request.path in PUBLIC_ROUTES:
             return user
-        if request.body_exists:
+        if request.body_exists and not _is_form(request):
             decode_json(await request.read())  # FastAPI decodes the body before auth
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         bearer = scheme.lower() == "bearer" and token.strip()
@@ -258,7 +262,8 @@ class FakePoco(NewRoutes, ExecutorSide):
         raise AppError(401, "Authentication required")
 
     async def _record(self, request: web.Request) -> Call:
-        raw = await request.read()
+        # A form (an upload) is streamed to its route, never recorded whole.
+        raw = b"" if _is_form(request) else await request.read()
         try:
             body = decode_json(raw)
         except Invalid:
@@ -311,3 +316,7 @@ class FakePoco(NewRoutes, ExecutorSide):
             self._held.discard(task)
             self.tasks_held -= 1
             self._poke()
+
+
+def _is_form(request: web.Request) -> bool:
+    return request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded")
