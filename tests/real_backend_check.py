@@ -102,6 +102,26 @@ class Executor:
         )
         return str(data["id"])
 
+    async def complete_cancellation(self, session_id: str) -> None:
+        """The executor-manager's side of a cancel (April 2026): claim it, complete it."""
+        headers = {"X-Internal-Token": self.token}
+        for _ in range(50):
+            claimed = await self.call(
+                "POST",
+                "/internal/sessions/cancellations/claim",
+                json={"worker_id": self.worker},
+                headers=headers,
+            )
+            if claimed is not None and claimed["session_id"] == session_id:
+                break
+            await asyncio.sleep(0.2)
+        await self.call(
+            "POST",
+            f"/internal/sessions/{session_id}/cancellation-complete",
+            json={"worker_id": self.worker, "stop_status": "stopped"},
+            headers=headers,
+        )
+
     async def answer_of(self, request_id: str) -> dict[str, Any]:
         return dict(
             await self.call(
@@ -224,6 +244,32 @@ async def check(base: str, token: str) -> None:
             await asyncio.sleep(3)
             assert seen(telegram, "completed") == 3, "an end was told twice"
             step("no end repeated")
+
+            # A photo into the connected session: this backend has no object storage, so
+            # the chat is told so, once, and no task is sent.
+            before = len(texts_to(telegram, CHAT))
+            telegram.inject_photo(CHAT, b"\x89PNG not really" * 100, caption="what is this")
+            await telegram.wait_for(lambda f: seen(f, "cannot store files") == 1, timeout=15)
+            await asyncio.sleep(2)
+            assert len(texts_to(telegram, CHAT)) == before + 1
+            step("photo without object storage: one short reply, nothing sent")
+
+            # A cancel from the web UI (April 2026: canceling, then canceled).
+            reply = await say(telegram, CHAT, "/new wait for me")
+            stop_id = UUID.search(reply).group(0)  # type: ignore[union-attr]
+            await executor.start(stop_id)
+            await executor.say(stop_id, "working")
+            await telegram.wait_for(lambda f: seen(f, "working") == 1, timeout=15)
+            canceled = await executor.call(
+                "POST", f"/sessions/{stop_id}/cancel", json={}, headers=executor.user_headers
+            )
+            step(f"canceled in the web UI: {canceled['status']}")
+            if canceled["status"] == "canceling":
+                await asyncio.sleep(2)
+                assert seen(telegram, "was canceled") == 0, "canceling told as an end"
+                await executor.complete_cancellation(stop_id)
+            await telegram.wait_for(lambda f: seen(f, "was canceled") == 1, timeout=15)
+            step("canceled told once (canceling was not an end)")
     await telegram.stop()
     await executor.http.aclose()
 
