@@ -368,6 +368,13 @@ VARIABLES: tuple[Variable, ...] = (
         secret=True,
         section="dingtalk",
     ),
+    Variable(
+        "DINGTALK_CARD_TEMPLATE_ID",
+        "",
+        parse_str,
+        "Card template (Stream mode): prompts as cards with buttons; empty = text prompts.",
+        section="dingtalk",
+    ),
 )
 
 VARIABLES_BY_NAME = {variable.name: variable for variable in VARIABLES}
@@ -399,6 +406,12 @@ class DingTalkSettings:
     open_base_url: str
     webhook_token: str
     webhook_url: str
+    card_template_id: str = ""
+
+    @property
+    def cards_enabled(self) -> bool:
+        """Prompts go out as interactive cards: a template, and Stream mode for the clicks."""
+        return bool(self.enabled and self.stream_enabled and self.card_template_id)
 
 
 @dataclass(frozen=True)
@@ -516,6 +529,7 @@ def build_settings(raw: Mapping[str, str], config_file: Path | None = None) -> S
         open_base_url=values["DINGTALK_OPEN_BASE_URL"],
         webhook_token=values["DINGTALK_WEBHOOK_TOKEN"],
         webhook_url=values["DINGTALK_WEBHOOK_URL"],
+        card_template_id=values["DINGTALK_CARD_TEMPLATE_ID"],
     )
     _check_consistency(telegram, dingtalk)
     return Settings(

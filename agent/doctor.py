@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import tempfile
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -12,6 +13,7 @@ import httpx
 
 from agent import __version__
 from agent.backend.client import BackendClient
+from agent.chats.dingtalk_send import missing_permissions
 from agent.config import Settings
 from agent.errors import BackendError, BackendUnauthorized
 
@@ -208,7 +210,8 @@ async def check_dingtalk(settings: Settings) -> list[Check]:
             )
         except httpx.HTTPError as exc:
             return [Check("dingtalk token", False, _network_error(exc), unreachable)]
-        token_ok = response.status_code == 200 and "accessToken" in _json(response)
+        token = str(_json(response).get("accessToken", ""))
+        token_ok = response.status_code == 200 and bool(token)
         checks = [
             Check(
                 "dingtalk token",
@@ -217,6 +220,8 @@ async def check_dingtalk(settings: Settings) -> list[Check]:
                 wrong_credentials if response.status_code < 500 else unreachable,
             )
         ]
+        if token_ok and dingtalk.card_template_id:
+            checks.append(await check_dingtalk_card(client, settings, token))
         if not dingtalk.stream_enabled:
             return checks
         try:
@@ -238,6 +243,56 @@ async def check_dingtalk(settings: Settings) -> list[Check]:
         )
     )
     return checks
+
+
+async def check_dingtalk_card(client: httpx.AsyncClient, settings: Settings, token: str) -> Check:
+    """A card instance from DINGTALK_CARD_TEMPLATE_ID can be created (it is delivered to
+    nobody): the template is published and the app has Card.Instance.Write."""
+    dingtalk = settings.dingtalk
+    if not dingtalk.stream_enabled:
+        return Check(
+            "dingtalk card",
+            False,
+            "DINGTALK_CARD_TEMPLATE_ID is set but cards need Stream mode (presses come over it)",
+            "Set DINGTALK_STREAM_ENABLED=true, or leave DINGTALK_CARD_TEMPLATE_ID empty.",
+        )
+    body = {
+        "cardTemplateId": dingtalk.card_template_id,
+        "outTrackId": f"poco_doctor_{uuid.uuid4().hex}",
+        "callbackType": "STREAM",
+        "cardData": {"cardParamMap": {"title": "doctor", "content": "doctor", "options": "[]"}},
+        "imGroupOpenSpaceModel": {"supportForward": False},
+        "imRobotOpenSpaceModel": {"supportForward": False},
+        "userIdType": 1,
+    }
+    unreachable = f"Check the network to {dingtalk.open_base_url} (DINGTALK_OPEN_BASE_URL)."
+    try:
+        response = await client.post(
+            f"{dingtalk.open_base_url}/v1.0/card/instances",
+            json=body,
+            headers={"x-acs-dingtalk-access-token": token},
+        )
+    except httpx.HTTPError as exc:
+        return Check("dingtalk card", False, _network_error(exc), unreachable)
+    if 200 <= response.status_code < 300:
+        return Check("dingtalk card", True, f"template {dingtalk.card_template_id} usable")
+    missing = missing_permissions(_json(response))
+    if response.status_code == 403:
+        lacking = ", ".join(missing) or "Card.Instance.Write"
+        return Check(
+            "dingtalk card",
+            False,
+            f"{_dingtalk_error(response)}: the app lacks the permission {lacking}",
+            f"In the DingTalk developer console, add {lacking} to the app (Permissions, "
+            "权限管理) and publish a new version; until then prompts go as text.",
+        )
+    fix = (
+        "Check DINGTALK_CARD_TEMPLATE_ID: publish the template in DingTalk's card platform "
+        "and copy its id (it ends in .schema)."
+        if response.status_code < 500
+        else unreachable
+    )
+    return Check("dingtalk card", False, _dingtalk_error(response), fix)
 
 
 def _open_body(settings: Settings) -> dict[str, Any]:

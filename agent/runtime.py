@@ -141,10 +141,13 @@ class Runtime:
         """Build the core: delivery, notifier, handlers and the inbound dispatcher."""
         settings = self.settings
         self.delivery = Delivery(providers, secrets=settings.secrets())
+        # DingTalk shows buttons on cards (and edits them) when a card template is set.
+        buttons = {"telegram"} | ({"dingtalk"} if settings.dingtalk.cards_enabled else set())
         handler_settings = HandlerSettings(
             settings.lang,
             settings.backend.frontend_url,
             settings.backend.frontend_lang,
+            button_providers=frozenset(buttons),
             max_file_bytes=settings.max_file_mb * 1024 * 1024,
         )
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage, ProviderState
-from agent.chats.dingtalk import TEXT_LIMIT, DingTalkProvider, to_inbound
+from agent.chats.dingtalk import TEXT_LIMIT, DingTalkProvider
+from agent.chats.dingtalk_messages import to_inbound
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.config import DingTalkSettings
 from agent.errors import PermanentDeliveryError, RetryLater, StoreError

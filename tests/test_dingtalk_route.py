@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from agent.chats.base import ChatRef, InboundMessage, OutboundMessage, ProviderState
-from agent.chats.dingtalk import DingTalkProvider, to_inbound
+from agent.chats.dingtalk import DingTalkProvider
+from agent.chats.dingtalk_messages import to_inbound
 from agent.chats.dingtalk_route import SESSION_WEBHOOK_MAX_TTL, SessionWebhookPolicy
 from agent.chats.dingtalk_webhook import DingTalkWebhookProvider, SeenSignatures, sign
 from agent.config import DingTalkSettings

@@ -13,6 +13,7 @@ from agent.config import build_settings
 from agent.doctor import Check, format_check, run_checks
 from tests.conftest import agent_environment
 from tests.fakes.dingtalk import FakeDingTalk
+from tests.fakes.dingtalk_cards import TEMPLATE_ID
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
 
@@ -101,6 +102,41 @@ async def test_dingtalk_gateway_down(full_env: dict[str, str], dingtalk_api: Fak
     assert named["dingtalk token"].ok
     gateway = named["dingtalk gateway"]
     assert not gateway.ok and "503" in gateway.detail and "DINGTALK_OPEN_BASE_URL" in gateway.fix
+
+
+async def test_dingtalk_card_template_checked(
+    full_env: dict[str, str], dingtalk_api: FakeDingTalk
+) -> None:
+    env = {**full_env, "DINGTALK_CARD_TEMPLATE_ID": TEMPLATE_ID}
+    card = by_name(await run_checks(build_settings(env)))["dingtalk card"]
+    assert card.ok and TEMPLATE_ID in card.detail
+    assert dingtalk_api.cards.delivered() == []  # created to check, delivered to nobody
+    assert ("POST", "/v1.0/card/instances") in dingtalk_api.cards.calls
+    assert "dingtalk card" not in by_name(await run_checks(build_settings(full_env)))
+
+
+async def test_dingtalk_card_permission_missing_is_named(
+    full_env: dict[str, str], dingtalk_api: FakeDingTalk
+) -> None:
+    dingtalk_api.cards.scopes.clear()
+    env = {**full_env, "DINGTALK_CARD_TEMPLATE_ID": TEMPLATE_ID}
+    card = by_name(await run_checks(build_settings(env)))["dingtalk card"]
+    assert not card.ok and "403" in card.detail and "Card.Instance.Write" in card.detail
+    assert "Card.Instance.Write" in card.fix and "publish" in card.fix
+
+
+async def test_dingtalk_card_template_wrong_or_without_stream(full_env: dict[str, str]) -> None:
+    wrong = {**full_env, "DINGTALK_CARD_TEMPLATE_ID": "no-such.schema"}
+    card = by_name(await run_checks(build_settings(wrong)))["dingtalk card"]
+    assert not card.ok and "400" in card.detail and "DINGTALK_CARD_TEMPLATE_ID" in card.fix
+    webhook_mode = {
+        **full_env,
+        "DINGTALK_CARD_TEMPLATE_ID": TEMPLATE_ID,
+        "DINGTALK_STREAM_ENABLED": "false",
+        "DINGTALK_WEBHOOK_TOKEN": "t0ken",
+    }
+    card = by_name(await run_checks(build_settings(webhook_mode)))["dingtalk card"]
+    assert not card.ok and "DINGTALK_STREAM_ENABLED" in card.fix
 
 
 async def test_data_dir_not_writable(full_env: dict[str, str], tmp_path: Path) -> None:

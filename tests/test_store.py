@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chats.base import InboundMessage, OutboundMessage
+from agent.chats.base import Button, InboundMessage, OutboundMessage
 from agent.errors import StoreError
 from agent.store import db, intents, queries
 from agent.store.models import Channel, Inbound, Meta, Outbox, Pairing
@@ -191,3 +191,44 @@ def test_intents_are_pruned_once_old_and_their_message_handled(store: Path) -> N
     assert intents.prune(now=later) == 1
     assert intents.find("k0") is None
     assert intents.find("k1") is not None and intents.find("k2") is not None
+
+
+def test_a_card_press_is_journaled_in_its_cards_chat_as_its_button(store: Path) -> None:
+    group = queries.ensure_channel("dingtalk", "cid-group")
+    Channel.update(is_group=True).where(Channel.id == group.id).execute()
+    yes_no = (
+        (Button("Yes", "ans:1:0:0", "option_1"), Button("No", "ans:1:0:1", "option_2")),
+        (Button("Yes", "ans:1:1:0", "option_3"), Button("No", "ans:1:1:1", "option_4")),
+    )
+    row = queries.enqueue(group, OutboundMessage("two questions", buttons=yes_no))
+    assert row is not None
+    queries.mark_sent(row, "poco_card_1")
+    # Edits of it carry the same platform id: the press is about the message as sent.
+    edit = queries.enqueue(group, OutboundMessage("refreshed"), kind="edit")
+    assert edit is not None
+    queries.mark_sent(edit, "poco_card_1")
+
+    def press(key: str, card: str = "poco_card_1", **button: str) -> InboundMessage:
+        return InboundMessage("dingtalk", f"dingtalk:card:{key}", "", "", card, **button)
+
+    rows = queries.record_inbound(
+        [
+            press("a", button_label="No", button_action="option_4"),  # label ambiguous
+            press("b", button_label="☑️ Yes", button_action="option_3"),  # label changed
+            press("c", button_action="option_2"),
+            press("d", button_label="Maybe"),  # no such button
+            press("e", "poco_card_unknown", button_action="option_1"),  # not ours
+            press("f", "", button_action="option_1"),
+        ]
+    )
+    assert [r.key for r in rows] == ["dingtalk:card:a", "dingtalk:card:b", "dingtalk:card:c"]
+    pressed = [queries.inbound_message(r) for r in rows]
+    assert [m.callback_data for m in pressed] == ["ans:1:1:1", "ans:1:1:0", "ans:1:0:1"]
+    assert {(m.chat_id, m.is_group) for m in pressed} == {("cid-group", True)}
+    assert {r.chat_id for r in rows} == {"cid-group"}
+    # Unique labels need no action id.
+    one = queries.enqueue(group, OutboundMessage("q", buttons=((Button("A", "ans:2:0:0"),),)))
+    assert one is not None
+    queries.mark_sent(one, "poco_card_2")
+    [row] = queries.record_inbound([press("g", "poco_card_2", button_label="A")])
+    assert queries.inbound_message(row).callback_data == "ans:2:0:0"

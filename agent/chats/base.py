@@ -24,10 +24,14 @@ class ProviderState(StrEnum):
 
 @dataclass(frozen=True)
 class Button:
-    """An inline button; `data` comes back as `InboundMessage.callback_data` when pressed."""
+    """An inline button; `data` comes back as `InboundMessage.callback_data` when pressed.
+
+    `action_id` names it where buttons are drawn by a template and a press reports only
+    the label and this name (DingTalk cards: `option_<n>`, `approve`, `reject`, `submit`)."""
 
     label: str
     data: str
+    action_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class InboundMessage:
     callback_id: str = ""
     # Delivery data the provider wants back on send (stored on the channel), see ChatRef.
     route: dict[str, Any] = field(default_factory=dict)
+    # A press reported by the pressed message's id (`message_id`) and the button's label and
+    # action id only, without the chat (DingTalk cards): the journal finds the chat and the
+    # button's `callback_data` in that message as it was sent, or drops a press on a
+    # message that is not ours (store/queries.resolve_press).
+    button_label: str = ""
+    button_action: str = ""
     # True for a message the agent cannot read (photo, sticker...): core answers "text only".
     unsupported: bool = False
     received_at: float = field(default_factory=time.time)
@@ -98,6 +108,8 @@ class InboundMessage:
             "reply_to_message_id": self.reply_to_message_id,
             "callback_data": self.callback_data,
             "callback_id": self.callback_id,
+            "button_label": self.button_label,
+            "button_action": self.button_action,
             "route": self.route,
             "unsupported": self.unsupported,
             "received_at": self.received_at,
@@ -110,6 +122,11 @@ class InboundMessage:
     def from_dict(cls, data: dict[str, Any]) -> InboundMessage:
         files = tuple(Attachment(**a) for a in data.get("attachments") or ())
         return cls(**{**data, "attachments": files})
+
+    @property
+    def unresolved_press(self) -> bool:
+        """A press that names its button but not yet its chat and data (see button_label)."""
+        return not self.callback_data and bool(self.button_label or self.button_action)
 
 
 @dataclass(frozen=True)
@@ -135,7 +152,10 @@ class OutboundMessage:
         return {
             "text": self.text,
             "markdown": self.markdown,
-            "buttons": [[{"label": b.label, "data": b.data} for b in row] for row in self.buttons],
+            "buttons": [
+                [{"label": b.label, "data": b.data, "action_id": b.action_id} for b in row]
+                for row in self.buttons
+            ],
             "reply_to_message_id": self.reply_to_message_id,
         }
 
@@ -145,7 +165,8 @@ class OutboundMessage:
             text=data["text"],
             markdown=data.get("markdown", True),
             buttons=tuple(
-                tuple(Button(b["label"], b["data"]) for b in row) for row in data.get("buttons", ())
+                tuple(Button(b["label"], b["data"], b.get("action_id", "")) for b in row)
+                for row in data.get("buttons", ())
             ),
             reply_to_message_id=data.get("reply_to_message_id", ""),
         )
@@ -227,8 +248,10 @@ class ChatProvider(Protocol):
         when more parts follow."""
         ...
 
-    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
-        """Replace a sent message's text and buttons (no-op where unsupported)."""
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> bool:
+        """Replace a sent message's text and buttons. False when that message cannot be
+        edited (a DingTalk text message; a card the app may no longer update): the caller
+        may send what it has to say as a new message instead."""
         ...
 
     # Largest file this platform hands a bot (bytes), and the largest it takes from one

@@ -5,11 +5,16 @@ errors and even cancellation). The gateway `open` call is async and goes to
 DINGTALK_OPEN_BASE_URL; the websocket is aiohttp's with `trust_env=False`, so it never goes
 through a system or environment proxy. websockets >= 15 connects through any proxy the OS or
 `https_proxy`/`all_proxy` names (a SOCKS one fails without python-socks) and the SDK hides the
-error: dingtalk-stream-sdk-python issue 65. The SDK is used for its frames and ChatbotMessage.
+error: dingtalk-stream-sdk-python issue 65. The SDK is used for its frames and ChatbotMessage;
+a robot message becomes an InboundMessage in chats/dingtalk_messages.
 
 Outbound: chats/dingtalk_send (sessionWebhook, robot OpenAPI, custom robot). A message's
 sessionWebhook is kept only if chats/dingtalk_route trusts it: the websocket is
 authenticated, but the check is cheap and a stored URL is what the agent POSTs to later.
+
+Cards (DINGTALK_CARD_TEMPLATE_ID): chats/dingtalk_cards. A prompt goes out as a card when
+it can, else (no template, or any card API error) as today's text prompt; presses come in
+on the card callback topic, journaled before their ACK like messages.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -37,7 +41,6 @@ from yarl import URL
 from agent.chats.base import (
     Attachment,
     ChatRef,
-    InboundMessage,
     InboundSink,
     IncomingFile,
     OutboundMessage,
@@ -46,11 +49,18 @@ from agent.chats.base import (
     ProviderState,
     ProviderStatus,
 )
-from agent.chats.dingtalk_files import MAX_DOWNLOAD_BYTES, DingTalkFiles, message_files
+from agent.chats.dingtalk_cards import (
+    CARD_CALLBACK_TOPIC,
+    DingTalkCards,
+    is_card,
+    press_from_callback,
+)
+from agent.chats.dingtalk_files import MAX_DOWNLOAD_BYTES, DingTalkFiles
+from agent.chats.dingtalk_messages import to_inbound
 from agent.chats.dingtalk_route import SessionWebhookPolicy
 from agent.chats.dingtalk_send import NAME, TEXT_LIMIT, DingTalkSender, describe
 from agent.config import DingTalkSettings
-from agent.errors import PermanentDeliveryError
+from agent.errors import DeliveryError, PermanentDeliveryError
 from agent.retry import Backoff, Restartable, sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -60,7 +70,6 @@ HTTP_TIMEOUT = 15.0
 # A socket with no frame and no pong for this long is dead even if TCP says otherwise.
 SILENCE_LIMIT = 90.0
 PING_INTERVAL = 20.0
-_LEADING_MENTION = re.compile(r"^\s*@\S+")
 
 
 class _GatewayClient(DingTalkStreamClient):  # type: ignore[misc]
@@ -123,12 +132,15 @@ class DingTalkProvider:
         self._base = settings.open_base_url.rstrip("/")
         self._client = _GatewayClient(Credential(settings.client_id, settings.client_secret), log)
         self._client.register_callback_handler(ChatbotMessage.TOPIC, CallbackHandler())
+        if settings.cards_enabled:
+            self._client.register_callback_handler(CARD_CALLBACK_TOPIC, CallbackHandler())
         if settings.subscribe_events:
             self._client.register_all_event_handler(EventHandler())
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self.session_webhooks = SessionWebhookPolicy(settings.open_base_url)
         self._sender = DingTalkSender(settings, self._http, self.session_webhooks)
+        self._cards = DingTalkCards(settings, self._sender)
         self._link = Restartable()
         self._files = DingTalkFiles(settings, self._http, self._sender)
 
@@ -263,8 +275,13 @@ class DingTalkProvider:
             return
         callback = CallbackMessage.from_dict(frame)
         inbound = None
+        response: Any = "OK"
         if callback.headers.topic == ChatbotMessage.TOPIC:
             inbound = to_inbound(callback.data, self.session_webhooks)
+        elif callback.headers.topic == CARD_CALLBACK_TOPIC and self.settings.cards_enabled:
+            # A press on a card not ours (or unreadable) is confirmed and ignored.
+            inbound = press_from_callback(callback)
+            response = {}  # no card change in the answer: the agent updates it later
         if inbound is not None:
             try:
                 await sink([inbound])
@@ -272,7 +289,7 @@ class DingTalkProvider:
                 # Not confirmed: DingTalk delivers it again, the sink dedups by key.
                 log.exception("could not store DingTalk message %s; not acknowledged", inbound.key)
                 return
-        await _ack(ws, callback.headers.message_id, {"response": "OK"})
+        await _ack(ws, callback.headers.message_id, {"response": response})
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -284,7 +301,25 @@ class DingTalkProvider:
         first_part: int = 0,
         on_part: PartsSent | None = None,
     ) -> str:
+        if first_part == 0 and self._cards.carries(chat, message):
+            try:
+                return await self._cards.create(chat, message)
+            except DeliveryError as exc:
+                # Never lose a prompt to a card error: it goes as today's text prompt.
+                log.warning("DingTalk card not sent, the prompt goes as text: %s", exc)
         return await self._sender.send(chat, message, first_part=first_part, on_part=on_part)
+
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> bool:
+        """Update one of our cards for everyone; False for anything else (a robot cannot
+        edit a sent message) or a card the app may no longer update."""
+        if not (self.settings.cards_enabled and is_card(message_id)):
+            return False  # without a template no card API is called at all
+        try:
+            await self._cards.update(message_id, message)
+        except PermanentDeliveryError as exc:
+            log.warning("DingTalk card %s not updated: %s", message_id, exc)
+            return False
+        return True
 
     async def reconnect(self) -> None:
         """After a wake the websocket is likely dead: drop it and connect again now."""
@@ -300,14 +335,11 @@ class DingTalkProvider:
 
     # -- no-ops --------------------------------------------------------------------------
 
-    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
-        """DingTalk robots cannot edit a sent message."""
-
     async def show_typing(self, chat: ChatRef) -> None:
         """DingTalk has no typing indicator for robots."""
 
     async def acknowledge_button(self, callback_id: str, text: str = "") -> None:
-        """No inline buttons on DingTalk: answers come back as text."""
+        """A card press is confirmed (ACK) once journaled: nothing more to answer."""
 
 
 class _Dropped(Exception):
@@ -326,57 +358,3 @@ async def _ack(ws: aiohttp.ClientWebSocketResponse, message_id: Any, data: Any) 
     ack.message = "OK"
     ack.data = data
     await ws.send_str(json.dumps(ack.to_dict()))
-
-
-def to_inbound(
-    data: dict[str, Any], session_webhooks: SessionWebhookPolicy, now: float | None = None
-) -> InboundMessage | None:
-    """A robot message (the CALLBACK frame's data) as an InboundMessage, or None to ignore.
-
-    Its sessionWebhook is kept only when `session_webhooks` trusts it, with the expiry capped.
-    """
-    now = time.time() if now is None else now
-    robot = ChatbotMessage.from_dict(data)
-    if robot.chatbot_user_id and robot.sender_id == robot.chatbot_user_id:
-        return None  # the robot's own message
-    is_group = robot.conversation_type == "2"
-    if is_group and not robot.is_in_at_list:
-        return None  # DingTalk group messages count only when the robot is @-mentioned
-    files: tuple[Attachment, ...] = ()
-    if robot.message_type == "text":
-        text = _LEADING_MENTION.sub("", robot.text.content or "", count=1).strip() or "/help"
-    else:
-        files, text = message_files(str(robot.message_type), data.get("content") or {})
-        text = _LEADING_MENTION.sub("", text, count=1).strip()
-        if robot.message_type == "richText" and not files:
-            text = text or "/help"  # rich text without pictures is text
-    unsupported = not text and not files
-    session_webhook = str(robot.session_webhook or "")
-    expires_at = session_webhooks.expires_at(robot.session_webhook_expired_time or 0, now)
-    if session_webhook and not session_webhooks.accepts(session_webhook):
-        log.warning(
-            "DingTalk message %s names a sessionWebhook outside DingTalk's hosts; not used",
-            robot.message_id,
-        )
-        session_webhook, expires_at = "", 0.0
-    created_ms = robot.create_at
-    return InboundMessage(
-        provider=NAME,
-        key=f"{NAME}:{robot.message_id}",
-        chat_id=str(robot.conversation_id),
-        text=text,
-        message_id=str(robot.message_id),
-        sender_id=str(robot.sender_staff_id or robot.sender_id or ""),
-        sender_name=str(robot.sender_nick or ""),
-        is_group=is_group,
-        route={
-            "conversation_type": str(robot.conversation_type or ""),
-            "sender_staff_id": str(robot.sender_staff_id or ""),
-            "session_webhook": session_webhook,
-            "session_webhook_expires_at": expires_at,  # epoch seconds
-            "robot_code": str(robot.robot_code or ""),
-        },
-        unsupported=unsupported,
-        received_at=created_ms / 1000.0 if isinstance(created_ms, int | float) else now,
-        attachments=files,
-    )

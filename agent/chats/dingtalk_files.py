@@ -95,7 +95,7 @@ class DingTalkFiles:
             )
         robot_code = settings.robot_code or chat.route.get("robot_code") or settings.client_id
         body = {"downloadCode": attachment.ref, "robotCode": robot_code}
-        data = await self._sender.call_openapi(DOWNLOAD_PATH, body)
+        data = await self._sender.openapi("POST", DOWNLOAD_PATH, body)
         url = str(data.get("downloadUrl") or "")
         if not url:
             raise PermanentDeliveryError(f"{DOWNLOAD_PATH} gave no downloadUrl", provider=NAME)

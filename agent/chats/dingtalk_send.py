@@ -70,7 +70,7 @@ class DingTalkSender:
             if index < first_part:
                 continue  # delivered by an earlier attempt
             try:
-                sent_id = await self._send_part(chat, _title(part), part)
+                sent_id = await self._send_part(chat, title_of(part), part)
             except RetryLater as exc:
                 exc.parts_sent = index
                 raise
@@ -122,7 +122,7 @@ class DingTalkSender:
 
     async def _post_webhook(self, url: str, title: str, text: str, what: str) -> None:
         body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
-        status, data, retry_after = await self._post(url, body, {})
+        status, data, retry_after = await self._request(url, body, {})
         _raise_for_status(status, data, retry_after, what)
         errcode = int(data.get("errcode", 0) or 0)
         if errcode in WEBHOOK_RATE_ERRCODES:
@@ -151,31 +151,29 @@ class DingTalkSender:
                 )
             path = "/v1.0/robot/oToMessages/batchSend"
             body["userIds"] = [staff_id]
-        for refreshed in (False, True):
-            token = await self._access_token(force=refreshed)
-            headers = {"x-acs-dingtalk-access-token": token}
-            status, data, retry_after = await self._post(self._base + path, body, headers)
-            if status == 401 and not refreshed:
-                continue  # token revoked or expired early: refresh once
-            _raise_for_status(status, data, retry_after, path)
-            break
+        data = await self.openapi("POST", path, body)
         if data.get("flowControlledStaffIdList"):
             raise RetryLater(f"{path}: flow controlled", provider=NAME, retry_after=60.0)
         if data.get("invalidStaffIdList"):
             raise PermanentDeliveryError(f"{path}: invalid staff id", provider=NAME)
         return str(data.get("processQueryKey", ""))
 
-    async def call_openapi(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the robot OpenAPI with the access token (refreshed once on a 401)."""
-        for refreshed in (False, True):
-            token = await self._access_token(force=refreshed)
-            headers = {"x-acs-dingtalk-access-token": token}
-            status, data, retry_after = await self._post(self._base + path, body, headers)
-            if status == 401 and not refreshed:
-                continue
-            _raise_for_status(status, data, retry_after, path)
-            return data
-        raise AssertionError("unreachable: the second try returns or raises")
+    async def openapi(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One OpenAPI call with the cached access token (renewed once on a 401): its JSON
+        answer. RetryLater on 429/5xx/network, else PermanentDeliveryError (a 403 names
+        the permission the app lacks)."""
+        status, data, retry_after = await self._openapi_once(method, path, body, force=False)
+        if status == 401:  # token revoked or expired early: renew once
+            status, data, retry_after = await self._openapi_once(method, path, body, force=True)
+        _raise_for_status(status, data, retry_after, path)
+        return data
+
+    async def _openapi_once(
+        self, method: str, path: str, body: dict[str, Any], *, force: bool
+    ) -> tuple[int, dict[str, Any], float | None]:
+        token = await self._access_token(force=force)
+        headers = {"x-acs-dingtalk-access-token": token}
+        return await self._request(self._base + path, body, headers, method=method)
 
     async def _access_token(self, *, force: bool = False) -> str:
         async with self._token_lock:
@@ -183,18 +181,18 @@ class DingTalkSender:
                 return self._token
             url = f"{self._base}/v1.0/oauth2/accessToken"
             body = {"appKey": self.settings.client_id, "appSecret": self.settings.client_secret}
-            status, data, retry_after = await self._post(url, body, {})
+            status, data, retry_after = await self._request(url, body, {})
             _raise_for_status(status, data, retry_after, "accessToken")
             self._token = str(data["accessToken"])
             ttl = float(data.get("expireIn", 7200))
             self._token_expires = time.monotonic() + max(ttl - TOKEN_MARGIN, ttl / 2)
             return self._token
 
-    async def _post(
-        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    async def _request(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], *, method: str = "POST"
     ) -> tuple[int, dict[str, Any], float | None]:
         try:
-            async with self._http().post(url, json=body, headers=headers) as resp:
+            async with self._http().request(method, url, json=body, headers=headers) as resp:
                 text = await resp.text()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 status = resp.status
@@ -221,10 +219,20 @@ def _raise_for_status(
     if 200 <= status < 300:
         return
     detail = f"{what}: HTTP {status} {data.get('code', '')} {data.get('message', '')}".strip()
+    if missing := missing_permissions(data):
+        detail += f" (the app lacks the permission {', '.join(missing)})"
     code = str(data.get("code", ""))
     if status == 429 or status >= 500 or "QpsLimit" in code or "Throttling" in code:
         raise RetryLater(detail, provider=NAME, retry_after=retry_after)
     raise PermanentDeliveryError(detail, provider=NAME)
+
+
+def missing_permissions(data: dict[str, Any]) -> list[str]:
+    """The permissions a 403 (AccessTokenPermissionDenied) says the app lacks:
+    {"accessdenieddetail": {"requiredScopes": ["Card.Instance.Write"]}, ...}."""
+    detail = data.get("accessdenieddetail")
+    scopes = detail.get("requiredScopes") if isinstance(detail, dict) else None
+    return [str(scope) for scope in scopes] if isinstance(scopes, list) else []
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -234,7 +242,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _title(text: str) -> str:
+def title_of(text: str) -> str:
     """The notification preview: first non-empty line without markdown marks."""
     for line in text.splitlines():
         plain = re.sub(r"[#>*_`\[\]]", "", line).strip()

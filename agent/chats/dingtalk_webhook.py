@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.chats.base import InboundSink, ProviderState, ProviderStatus
-from agent.chats.dingtalk import DingTalkProvider, to_inbound
+from agent.chats.dingtalk import DingTalkProvider
+from agent.chats.dingtalk_messages import to_inbound
 from agent.config import DingTalkSettings
 
 TOKEN_HEADER = "X-DingTalk-Token"  # noqa: S105 (a header name)

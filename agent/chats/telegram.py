@@ -305,7 +305,7 @@ class TelegramProvider:
                 raise
             return await self._call(self.bot.send_message(**kwargs))
 
-    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> None:
+    async def edit(self, chat: ChatRef, message_id: str, message: OutboundMessage) -> bool:
         # A long text was sent in parts and `message_id` is the last one: it gets the end.
         parts = render(message) or [(EMPTY_TEXT, [])]
         text, entities = parts[-1]
@@ -325,11 +325,11 @@ class TelegramProvider:
                     raise
                 await self._call(self.bot.edit_message_text(**kwargs))
         except PermanentDeliveryError as exc:
-            if "message is not modified" in str(exc).lower():
-                return
-            if is_gone_error(exc):
-                raise MessageGone(str(exc), provider=PROVIDER) from exc
-            raise
+            if "message is not modified" not in str(exc).lower():
+                if is_gone_error(exc):
+                    raise MessageGone(str(exc), provider=PROVIDER) from exc
+                raise
+        return True
 
     def open_file(
         self, chat: ChatRef, attachment: Attachment

@@ -69,8 +69,15 @@ def answer_from_button(channel: Channel, data: str, ctx: NoticeContext) -> Answe
         _save_selection(prompt, selected)
         if action == "tog" or not _complete(request, selected):
             label = notices.session_label("", prompt.session_id)
+            typed = channel.provider in notices.TYPED_ANSWER_PROVIDERS
             refresh = notices.input_prompt(
-                ctx, label, prompt.id, request, buttons=True, selected=frozenset(selected)
+                ctx,
+                label,
+                prompt.id,
+                request,
+                buttons=True,
+                typed=typed,
+                selected=frozenset(selected),
             )
             return Answer(prompt, refresh=refresh)
         return _question_answer(prompt, request, selected)

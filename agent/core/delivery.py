@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.chats.base import ChatProvider
+from agent.chats.base import ChatProvider, OutboundMessage
 from agent.core.pacing import Pacing
 from agent.errors import ChatMoved, PermanentDeliveryError, ProviderConflict, RetryLater
 from agent.logs import SecretFilter
@@ -212,9 +212,14 @@ class Delivery:
         message = dataclasses.replace(message, text=self._masker.mask(message.text))
         if row.kind == "edit":
             message_id = self._edit_target(row, channel)
-            if message_id:
-                await provider.edit(chat, message_id, message)
-            return message_id
+            if message_id and await provider.edit(chat, message_id, message):
+                return message_id
+            # Not editable (a DingTalk prompt that went out as text): say it anew, if asked.
+            fallback = queries.outbox_payload(row).get("fallback")
+            if not fallback:
+                return message_id
+            message = OutboundMessage.from_dict(fallback)
+            message = dataclasses.replace(message, text=self._masker.mask(message.text))
         first_part = self._parts_sent(row)
         return await provider.send(
             chat, message, first_part=first_part, on_part=functools.partial(self._note_parts, row)

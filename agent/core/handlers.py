@@ -16,7 +16,7 @@ from agent.core.attachments import FileRelay
 from agent.core.commands import Command, parse
 from agent.core.file_commands import FileCommands
 from agent.core.intents import PromptSender, Sent
-from agent.core.notices import NoticeContext
+from agent.core.notices import TYPED_ANSWER_PROVIDERS, NoticeContext
 from agent.core.progress import STOP_PREFIX
 from agent.core.run_commands import Reply, RunCommands
 from agent.errors import (
@@ -157,7 +157,7 @@ class Handlers:
             )
             if answer is not None:
                 return answer
-        if channel.provider not in self.settings.button_providers:
+        if channel.provider in TYPED_ANSWER_PROVIDERS:
             answer = answers.answer_from_text(channel, message.text, ctx)
             if answer is not None:
                 return answer
@@ -178,15 +178,19 @@ class Handlers:
         request_id = answer.prompt.request_id
         outcome = await self.submit_answer(request_id, answer.answers)
         if outcome is AnswerOutcome.SENT:
+            # A button or a reply to the prompt: the prompt itself is edited to show the
+            # answer. A typed number or word is answered in words (the prompt may be far up).
+            replied = channel.provider not in self.settings.button_providers or answer.via == "text"
             prompts.close_request_everywhere(
                 request_id,
                 self.settings.notice_context,
                 self.settings.button_providers,
                 answer.summary,
                 answered_in=channel,
+                replied=replied,
             )
-            if channel.provider in self.settings.button_providers:
-                return []  # the prompt itself is edited to show the answer
+            if not replied:
+                return []
         elif outcome in (AnswerOutcome.ALREADY_ANSWERED, AnswerOutcome.EXPIRED):
             # Closed meanwhile (we had not seen it yet): the reply tells the chat.
             state = "expired" if outcome is AnswerOutcome.EXPIRED else "answered"

@@ -128,8 +128,9 @@ class InboundDispatcher:
             replies = await self._replies(row, message, channel)
         await self._retrying(row, lambda: self._finish(row, message, channel, decision, replies))
         self.handled += 1
-        if replies:
-            self.wake_delivery()
+        # Also without replies: handling may have queued edits (a prompt closed in every
+        # chat, a card's selection shown), which must not wait for the next rescan.
+        self.wake_delivery()
 
     async def _replies(
         self, row: Inbound, message: InboundMessage, channel: Channel

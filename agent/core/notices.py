@@ -11,6 +11,9 @@ from agent.core import i18n
 MAX_ERROR_CHARS = 800
 DIGEST_TEXT_CHARS = 300
 PLAN_TOOL = "ExitPlanMode"
+# Chats where a message that is just an option number or label answers the open prompt
+# (no reply threading to tie an answer to its prompt), buttons or not.
+TYPED_ANSWER_PROVIDERS = frozenset({"dingtalk"})
 
 
 @dataclass(frozen=True)
@@ -58,17 +61,23 @@ def input_prompt(
     request: InputRequest,
     *,
     buttons: bool,
+    typed: bool = False,
     selected: frozenset[tuple[int, int]] = frozenset(),
 ) -> OutboundMessage:
-    """The question (or plan) with buttons, or with a hint to answer by text."""
+    """The question (or plan) with buttons, or with a hint to answer by text. `typed`: the
+    chat also answers by typing a number or word (DingTalk), so the hint says that.
+
+    Each button is named too (`action_id`: option_<n> counted across the questions,
+    approve, reject, submit) for platforms that draw buttons from a template."""
+    text_hint = typed or not buttons
     if request.tool_name == PLAN_TOOL:
         text = ctx.t("notice.plan", title=label, plan=request.plan or "")
-        hint = ctx.t("notice.hint_plan_buttons" if buttons else "notice.hint_plan_text")
+        hint = ctx.t("notice.hint_plan_text" if text_hint else "notice.hint_plan_buttons")
         rows = (
             [
                 [
-                    Button(ctx.t("button.approve"), f"plan:{prompt_id}:1"),
-                    Button(ctx.t("button.reject"), f"plan:{prompt_id}:0"),
+                    Button(ctx.t("button.approve"), f"plan:{prompt_id}:1", "approve"),
+                    Button(ctx.t("button.reject"), f"plan:{prompt_id}:0", "reject"),
                 ]
             ]
             if buttons
@@ -78,23 +87,30 @@ def input_prompt(
     lines = [ctx.t("notice.question", title=label)]
     rows = []
     multi = False
+    number = 0
     for qi, question in enumerate(request.questions):
         header = f"*{question.header}*: " if question.header else ""
         lines.append(f"\n{header}{question.question}")
         multi = multi or question.multi_select
         for oi, option in enumerate(question.options):
+            number += 1
             mark = "☑️ " if (qi, oi) in selected else ""
             description = f" — {option.description}" if option.description else ""
             lines.append(f"{oi + 1}. {mark}{option.label}{description}")
             if buttons:
                 action = "tog" if question.multi_select else "ans"
-                prefix = "☑️ " if (qi, oi) in selected else ""
                 rows.append(
-                    [Button(f"{prefix}{option.label}"[:60], f"{action}:{prompt_id}:{qi}:{oi}")]
+                    [
+                        Button(
+                            f"{mark}{option.label}"[:60],
+                            f"{action}:{prompt_id}:{qi}:{oi}",
+                            f"option_{number}",
+                        )
+                    ]
                 )
     if buttons and multi:
-        rows.append([Button(ctx.t("button.submit"), f"sub:{prompt_id}")])
-    if buttons:
+        rows.append([Button(ctx.t("button.submit"), f"sub:{prompt_id}", "submit")])
+    if not text_hint:
         hint = ctx.t("notice.hint_buttons")
     else:
         hint = ctx.t("notice.hint_multi_text" if multi else "notice.hint_text")

@@ -50,7 +50,8 @@ def open_prompt(
         session_id=request.session_id,
         request=json.dumps(request.raw),
     )
-    message = notices.input_prompt(ctx, label, prompt.id, request, buttons=buttons)
+    typed = channel.provider in notices.TYPED_ANSWER_PROVIDERS
+    message = notices.input_prompt(ctx, label, prompt.id, request, buttons=buttons, typed=typed)
     queries.enqueue(channel, message, dedup_key=prompt_key(request.id))
 
 
@@ -91,7 +92,11 @@ def close_prompt(
 ) -> None:
     """Mark closed and tell the chat: edit the prompt where possible, else a short line
     (none when `answered_here`: the chat's reply says it). `answered_by` is the chat that
-    answered it through the agent (None: the web UI or elsewhere)."""
+    answered it through the agent (None: the web UI or elsewhere).
+
+    Where the platform may or may not edit the prompt (a DingTalk prompt went out as a
+    card, or as text after a card error), the edit carries the short line as its
+    `fallback`, sent instead when the prompt cannot be edited (core/delivery)."""
     InputPrompt.update(state=state).where(InputPrompt.id == prompt.id).execute()
     if state == "dropped":
         return
@@ -100,17 +105,16 @@ def close_prompt(
     request = request_of(prompt)
     label = notices.session_label("", prompt.session_id)
     message = notices.prompt_closed(ctx, label, request, state, answer)
+    tail = OutboundMessage(message.text.rsplit("\n\n", 1)[-1])
     if channel.provider in set(button_providers):
+        extra: dict[str, object] = {"target_dedup_key": prompt_key(prompt.request_id)}
+        if not answered_here:
+            extra["fallback"] = tail.to_dict()
         queries.enqueue(
-            channel,
-            message,
-            dedup_key=f"ui-closed:{prompt.request_id}",
-            kind="edit",
-            extra={"target_dedup_key": prompt_key(prompt.request_id)},
+            channel, message, dedup_key=f"ui-closed:{prompt.request_id}", kind="edit", extra=extra
         )
     elif not answered_here:
-        tail = message.text.rsplit("\n\n", 1)[-1]
-        queries.enqueue(channel, OutboundMessage(tail), dedup_key=f"ui-closed:{prompt.request_id}")
+        queries.enqueue(channel, tail, dedup_key=f"ui-closed:{prompt.request_id}")
 
 
 def close_request_everywhere(
@@ -119,17 +123,22 @@ def close_request_everywhere(
     button_providers: Iterable[str],
     answer: str,
     answered_in: Channel | None,
+    *,
+    replied: bool = True,
 ) -> None:
+    """Close the request's open prompts in every chat. `replied`: the answering chat gets
+    a reply of its own (else its prompt alone shows the answer)."""
     for prompt in InputPrompt.select().where(
         (InputPrompt.request_id == request_id) & (InputPrompt.state == "open")
     ):
+        here = answered_in is not None and prompt.channel_id == answered_in.id
         close_prompt(
             prompt,
             "answered",
             ctx,
             button_providers,
             answer,
-            answered_here=answered_in is not None and prompt.channel_id == answered_in.id,
+            answered_here=here and replied,
             answered_by=answered_in,
         )
     if answered_in is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -187,7 +188,10 @@ def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
     created: list[Inbound] = []
     now = time.time()
     with durable_transaction():
-        for message in messages:
+        for pressed in messages:
+            message = resolve_press(pressed) if pressed.unresolved_press else pressed
+            if message is None:
+                continue  # a press on a message that is not ours (or no longer known)
             payload = json.dumps(message.to_dict())
             if message.moved_to:
                 _record_move(message, payload, now)
@@ -210,6 +214,39 @@ def record_inbound(messages: Sequence[InboundMessage]) -> list[Inbound]:
                     )
                 )
     return created
+
+
+def resolve_press(message: InboundMessage) -> InboundMessage | None:
+    """A press named by its message's platform id and its button's label or action id
+    (DingTalk cards) as a press of that button in that message's chat: the button whose
+    label names one of the message's buttons, else the one with that action id (contract,
+    section 5). None for a message the agent never sent, or no such button."""
+    if not message.message_id:
+        return None
+    row = (
+        Outbox.select(Outbox, Channel)
+        .join(Channel)
+        .where(
+            (Channel.provider == message.provider)
+            & (Outbox.platform_message_id == message.message_id)
+            & (Outbox.kind == "message")
+        )
+        .order_by(Outbox.id)
+        .first()
+    )
+    if row is None:
+        return None
+    buttons = [button for line in outbox_message(row).buttons for button in line]
+    label, action = message.button_label, message.button_action
+    by_label = [button for button in buttons if label and button.label == label]
+    by_action = [button for button in buttons if action and button.action_id == action]
+    pressed = by_label[0] if len(by_label) == 1 else (by_action[0] if by_action else None)
+    if pressed is None:
+        return None
+    channel = row.channel
+    return dataclasses.replace(
+        message, chat_id=channel.chat_id, is_group=channel.is_group, callback_data=pressed.data
+    )
 
 
 def _record_move(message: InboundMessage, payload: str, now: float) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from tests.bench import file_relay, harness
+from tests.bench import cards, file_relay, harness
 
 BENCHES = {
     "inbound_paced": harness.inbound_paced,
@@ -27,6 +27,7 @@ BENCHES = {
     "notification": harness.notification_latency,
     "startup": harness.startup_time,
     "dingtalk": harness.dingtalk_stream,
+    "dingtalk_cards": cards.dingtalk_cards,
     "file_relay": file_relay.file_relay,
     "progress": harness.progress_edits,
 }

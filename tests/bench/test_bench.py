@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench import file_relay, harness
+from tests.bench import cards, file_relay, harness
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
 
@@ -100,3 +100,11 @@ async def test_progress_edits() -> None:
     print("progress", figures)
     assert figures["edits_per_chat_per_min_max"] <= 30
     assert figures["telegram_429s"] == 0
+
+
+async def test_dingtalk_cards() -> None:
+    figures = await cards.dingtalk_cards()
+    print("dingtalk cards", figures)
+    assert figures["answers_posted"] == figures["conversations"]
+    assert figures["press_to_answer_p99_ms"] <= 1000
+    assert figures["press_to_card_updated_p99_ms"] <= 2000

@@ -13,6 +13,8 @@ Speaks the wire format the dingtalk-stream SDK and the OpenAPI docs describe:
 * sessionWebhook (`/robot/sendBySession?session=…`, as DingTalk hands it out on
   oapi.dingtalk.com) and custom robot webhook (`/robot/send?access_token=…`):
   {msgtype: markdown, markdown: {title, text}} -> {errcode: 0, errmsg: "ok"}.
+* Interactive cards (create and deliver, update, streaming) and presses on them pushed
+  over the websocket: tests/fakes/dingtalk_cards, as `FakeDingTalk.cards`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.dingtalk_cards import FakeCards
 from tests.fakes.dingtalk_files import FileDownloads
 
 ROBOT_TOPIC = "/v1.0/im/bot/messages/get"
@@ -97,6 +100,7 @@ class FakeDingTalk(FileDownloads):
         self._sessions: dict[str, int] = {}  # session id -> expiry (ms epoch)
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._cond = asyncio.Condition()
+        self.cards = FakeCards(self)
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._init_files()
@@ -114,6 +118,7 @@ class FakeDingTalk(FileDownloads):
         app.router.add_post("/robot/send", self._custom_send)
         app.router.add_post("/v1.0/robot/messageFiles/download", self._message_file)
         app.router.add_get("/oss/{token}", self._oss)
+        self.cards.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -163,8 +168,8 @@ class FakeDingTalk(FileDownloads):
 
     def fail_next(self, route: str, status: int, body: dict[str, Any] | None = None) -> None:
         """Answer the next request on `route` (group, oto, session_webhook, custom_webhook,
-        token, open, connect: the websocket handshake, download: messageFiles/download)
-        with `status` and `body`."""
+        token, open, connect: the websocket handshake, download: messageFiles/download,
+        card_create, card_update, card_streaming) with `status` and `body`."""
         payload = body if body is not None else {"code": "ServiceUnavailable", "message": "fake"}
         self._failures.setdefault(route, []).append((status, payload))
 
@@ -418,7 +423,7 @@ class FakeDingTalk(FileDownloads):
         if message_id in self._stream_ids:
             if frame.get("code") == 200:
                 self.acks.setdefault(self._stream_ids[message_id], now)
-        else:
+        elif not self.cards.note_ack(message_id, frame):
             self.ping_acks.setdefault(message_id, now)
         await self.notify()
 
