@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,9 +18,9 @@ from agent.core.intents import PromptSender, Sent
 from agent.core.notices import TYPED_ANSWER_PROVIDERS, NoticeContext
 from agent.core.progress import STOP_PREFIX
 from agent.core.run_commands import Reply, RunCommands
+from agent.core.session_commands import UUID, SessionCommands, last_listing
 from agent.errors import (
     BackendError,
-    BackendForbidden,
     BackendNotFound,
     BackendRejected,
     BackendUnauthorized,
@@ -33,9 +32,6 @@ from agent.store.models import Channel
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 20_000
-LIST_DEFAULT = 10
-LIST_MAX = 30
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # Called after a prompt reached the backend, so notifications and typing can start at once.
 PromptListener = Callable[[Channel, str], Awaitable[None]]
@@ -86,22 +82,23 @@ class Handlers:
         self.on_prompt = on_prompt
         # Called when a chat starts following a session, so its notifications start soon.
         self.on_watch = on_watch
+        self.sessions = SessionCommands(backend, settings.notice_context, on_watch)
         self.runs = RunCommands(
             backend,
             settings.notice_context,
-            self._resolve,
-            _last_listing,
+            self.sessions.resolve,
+            last_listing,
             on_stop=on_watch,
         )
         self._commands: dict[str, Callable[[Channel, str], Awaitable[Sequence[Reply]]]] = {
             "help": self._help,
-            "list": self._list,
-            "connect": self._connect,
-            "watch": self._watch,
-            "watches": self._watches,
-            "unwatch": self._unwatch,
-            "link": self._link,
-            "clear": self._clear,
+            "list": self.sessions.list_sessions,
+            "connect": self.sessions.connect,
+            "watch": self.sessions.watch,
+            "watches": self.sessions.watches,
+            "unwatch": self.sessions.unwatch,
+            "link": self.sessions.link,
+            "clear": self.sessions.clear,
             "answer": self._answer,
             "files": self.file_commands.files,
             "get": self.file_commands.get,
@@ -285,107 +282,6 @@ class Handlers:
                 texts = await self._created(channel, sent)
         return [OutboundMessage(text) for text in texts]
 
-    async def _list(self, channel: Channel, args: str) -> list[str]:
-        count = LIST_DEFAULT
-        if args:
-            if not args.isdigit() or not 1 <= int(args) <= LIST_MAX:
-                return [self.t("bad_count", value=args[:40])]
-            count = int(args)
-        sessions = await self.backend.list_sessions(limit=count)
-        if not sessions:
-            return [self.t("list_empty")]
-        queries.set_meta(_list_key(channel), json.dumps([s.session_id for s in sessions]))
-        bound = queries.bound_session(channel)
-        watched = queries.watched_session_ids(channel)
-        lines = [self.t("list_header")]
-        for index, session in enumerate(sessions, start=1):
-            marks = ("🔗" if session.session_id == bound else "") + (
-                "👀" if session.session_id in watched else ""
-            )
-            emoji = i18n.STATUS_EMOJI.get(session.status, "•")
-            title = _one_line(session.title) or self.t("untitled")
-            lines.append(f"{index}. {emoji} {title} `{session.session_id[:8]}` {marks}".rstrip())
-        lines.append(self.t("list_footer"))
-        return ["\n".join(lines)]
-
-    async def _connect(self, channel: Channel, args: str) -> list[str]:
-        if not args:
-            return [self.t("connect_usage")]
-        session_id, error = self._resolve(args, lambda: _last_listing(channel))
-        if error:
-            return [error]
-        try:
-            session = await self.backend.get_session(session_id)
-        except BackendNotFound:
-            return [self.t("not_found", session_id=session_id)]
-        except BackendForbidden:
-            return [self.t("forbidden", session_id=session_id)]
-        queries.bind(channel, session.session_id)
-        self._watch_started(session.session_id)
-        return [
-            self.t(
-                "connected",
-                title=_one_line(session.title) or self.t("untitled"),
-                session_id=session.session_id,
-                status=session.status,
-                link=self.link(session.session_id),
-            )
-        ]
-
-    async def _watch(self, channel: Channel, args: str) -> list[str]:
-        if not args:
-            return [self.t("watch_usage")]
-        session_id, error = self._resolve(args, lambda: _last_listing(channel))
-        if error:
-            return [error]
-        try:
-            await self.backend.get_session(session_id)
-        except BackendNotFound:
-            return [self.t("not_found", session_id=session_id)]
-        except BackendForbidden:
-            return [self.t("forbidden", session_id=session_id)]
-        if not queries.watch(channel, session_id):
-            return [self.t("already_watching", session_id=session_id)]
-        self._watch_started(session_id)
-        return [self.t("watching", session_id=session_id)]
-
-    async def _watches(self, channel: Channel, args: str) -> list[str]:
-        watches = queries.watches(channel)
-        if not watches:
-            return [self.t("watches_empty")]
-        ids = [w.session_id for w in watches]
-        lines = [self.t("watches_header")]
-        lines += [f"{i}. `{sid}`" for i, sid in enumerate(ids, start=1)]
-        return ["\n".join(lines)]
-
-    async def _unwatch(self, channel: Channel, args: str) -> list[str]:
-        if not args:
-            return [self.t("unwatch_usage")]
-        # Numbers refer to the /watches order, which is the order watches were added.
-        session_id, error = self._resolve(
-            args, lambda: [w.session_id for w in queries.watches(channel)]
-        )
-        if error:
-            return [error]
-        if session_id == queries.bound_session(channel):
-            # A chat hears about the session it is connected to: /clear disconnects it.
-            return [self.t("unwatch_bound", session_id=session_id)]
-        if not queries.unwatch(channel, session_id):
-            return [self.t("not_watching", session_id=session_id)]
-        return [self.t("unwatched", session_id=session_id)]
-
-    async def _link(self, channel: Channel, args: str) -> list[str]:
-        session_id = queries.bound_session(channel)
-        if session_id is None:
-            return [self.t("not_bound")]
-        return [self.t("link", link=self.link(session_id))]
-
-    async def _clear(self, channel: Channel, args: str) -> list[str]:
-        session_id = queries.unbind(channel)
-        if session_id is None:
-            return [self.t("nothing_to_clear")]
-        return [self.t("cleared", session_id=session_id)]
-
     async def _answer(self, channel: Channel, args: str) -> list[str]:
         request_id, _, raw = args.partition(" ")
         if not request_id or not raw.strip():
@@ -393,7 +289,7 @@ class Handlers:
         answers = _parse_answers(raw)
         if answers is None:
             return [self.t("answer_bad_json")]
-        if not _UUID.match(request_id):
+        if not UUID.match(request_id):
             return [self.t("answer_not_found", request_id=request_id[:40])]
         outcome = await self.submit_answer(request_id, answers)
         return [self.t(outcome.value, request_id=request_id)]
@@ -415,40 +311,9 @@ class Handlers:
 
     # --- helpers ---
 
-    def _resolve(self, value: str, numbered: Callable[[], list[str]]) -> tuple[str, str]:
-        """A session id from an id, or from a 1-based number into the `numbered` list."""
-        value = value.split()[0]
-        if value.isdigit():
-            ids = numbered()
-            index = int(value)
-            if not 1 <= index <= len(ids):
-                return "", self.t("bad_index", index=index)
-            return ids[index - 1], ""
-        if not _UUID.match(value):
-            return "", self.t("bad_id", value=value[:40])
-        return value.lower(), ""
-
-    def _watch_started(self, session_id: str) -> None:
-        if self.on_watch is not None:
-            self.on_watch(session_id)
-
     async def _prompt_sent(self, channel: Channel, session_id: str) -> None:
         if self.on_prompt is not None:
             await self.on_prompt(channel, session_id)
-
-
-def _last_listing(channel: Channel) -> list[str]:
-    """The session ids of the chat's last /list, in its order (what /connect n means)."""
-    ids: list[str] = json.loads(queries.get_meta(_list_key(channel), "[]"))
-    return ids
-
-
-def _list_key(channel: Channel) -> str:
-    return f"list:{channel.id}"
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())[:60]
 
 
 def _parse_answers(raw: str) -> dict[str, str] | None:
