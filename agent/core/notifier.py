@@ -23,21 +23,20 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from agent.backend.client import BackendClient
 from agent.backend.models import (
     ACTIVE_RUN_STATUSES,
     RUN_QUEUED,
-    TERMINAL_RUN_STATUSES,
     InputRequest,
-    Session,
 )
 from agent.config import PollSettings
 from agent.core import notices, prompts
 from agent.core.notices import NoticeContext
 from agent.core.progress_feed import ProgressFeed
 from agent.core.session_feed import DigestBook, SessionFeed, SessionRead, read_session
+from agent.core.session_listing import Listings, Moved
 from agent.core.typing_indicator import TypingIndicator
 from agent.errors import BackendError, BackendNotFound, BackendUnauthorized, StoreError
 from agent.status import BackendStatus
@@ -47,9 +46,6 @@ from agent.store.models import TrackedSession, database_proxy
 
 log = logging.getLogger(__name__)
 
-RECENT_LIMIT = 20
-FULL_PAGE = 100
-WINDOW_MARGIN = 5
 # Health must never be older than 2 x the listing interval, and at most 30 s.
 MAX_LISTING_SECONDS = 15.0
 NEVER = math.inf
@@ -90,9 +86,7 @@ class Notifier:
         # Sessions a prompt was just sent to (a new run may not show in the runs read yet).
         self._prompted: set[str] = set()
         self._waiting_until: dict[str, float] = {}
-        self._window = RECENT_LIMIT
-        self._listed: set[str] = set()
-        self._deep: set[str] = set()
+        self.listings = Listings(backend)
         # Followed sessions with a run going on (not only waiting in the queue).
         self._running: list[str] = []
 
@@ -108,7 +102,7 @@ class Notifier:
         # Within one poll interval, not at once: a burst of prompts is one fetch.
         self._pull_forward("active", self.poll.session_messages_interval)
         self._pull_forward("requests", self.poll.session_messages_interval)
-        if session_id not in self._listed:
+        if session_id not in self.listings.listed:
             self._pull_forward("full", self.poll.session_messages_interval)
 
     def note_wake(self) -> None:
@@ -212,68 +206,21 @@ class Notifier:
     # --- listings: notice what changed without reading finished sessions ---
 
     async def _listing(self, followed: set[str]) -> None:
-        limit = self._window if followed else 1  # nothing followed: a cheap health probe
-        sessions = await self.backend.list_sessions(limit=limit, kind="all")
-        if not followed:
-            return
-        seen = {s.session_id for s in sessions} & followed
-        self._note_listing(sessions, followed)
-        dropped = self._listed - seen - self._deep
-        if dropped and limit < FULL_PAGE:
-            # Newer sessions pushed a followed one out of the window: widen it, look again.
-            self._window = min(FULL_PAGE, limit + len(dropped) + WINDOW_MARGIN)
-            self._due["listing"] = 0.0
-        self._listed = seen | (self._listed & dropped)
+        moved = await self.listings.recent(followed)
+        if self.listings.widened:
+            self._due["listing"] = 0.0  # a followed session fell out of the window: again
+        self._note_moved(moved)
 
     async def _full_pass(self, followed: set[str]) -> None:
-        if not followed:
-            return
-        sessions = await self.backend.list_sessions(limit=FULL_PAGE, kind="all")
-        self._note_listing(sessions, followed)
-        depth = {s.session_id: i for i, s in enumerate(sessions) if s.session_id in followed}
-        deepest = max(depth.values(), default=0)
-        self._window = max(RECENT_LIMIT, min(FULL_PAGE, deepest + 1 + WINDOW_MARGIN))
-        self._listed = set(depth)
-        self._deep = followed - set(depth)
-        # Older than the 100 newest: one lookup each (cheaper than paging through history).
-        for session_id in sorted(self._deep):
-            try:
-                session = await self.backend.get_session(session_id)
-            except BackendNotFound:
-                log.info("session %s is gone; no longer followed", session_id)
-                queries.forget_session(session_id)
-                continue
-            self._note_listing([session], followed)
+        self._note_moved(await self.listings.full(followed))
 
-    def _note_listing(self, sessions: Iterable[Session], followed: set[str]) -> None:
-        """Compare with what we knew: one read for the whole listing, a write per change."""
-        listed = [s for s in sessions if s.session_id in followed]
-        known_rows = TrackedSession.select().where(
-            TrackedSession.session_id.in_([s.session_id for s in listed])
-        )
-        known = {row.session_id: row for row in known_rows}
-        for session in listed:
-            tracked = known.get(session.session_id)
-            created = tracked is None
-            if tracked is None:
-                tracked, _ = TrackedSession.get_or_create(session_id=session.session_id)
-            changed = (session.status, session.updated_at) != (tracked.status, tracked.updated_at)
-            first_sight = created or tracked.updated_at == ""
-            if not changed and (session.title or "") == tracked.title:
-                continue
-            tracked.status = session.status
-            tracked.updated_at = session.updated_at
-            tracked.title = session.title or ""
-            if changed and not first_sight:
-                # Moved since we last looked (a run started in the web UI, a schedule...):
-                # read it now, unless it is already read at every interval.
-                if not tracked.active or session.session_id in self._waiting_until:
-                    self._check_now.add(session.session_id)
-                tracked.active = True
-                self._waiting_until.pop(session.session_id, None)
-            elif first_sight and session.status not in TERMINAL_RUN_STATUSES:
-                tracked.active = True
-            tracked.save()
+    def _note_moved(self, moved: list[Moved]) -> None:
+        """Sessions that moved since we last looked (a run started in the web UI, a
+        schedule...): read now, unless already read at every interval."""
+        for session_id, was_active in moved:
+            if not was_active or session_id in self._waiting_until:
+                self._check_now.add(session_id)
+            self._waiting_until.pop(session_id, None)
 
     # --- reading sessions ---
 
@@ -372,7 +319,7 @@ class Notifier:
         ):
             # Only waiting for an executor: the listing shows when it starts (a session
             # too old to be listed is looked at again with the full pass).
-            listed = session_id in self._listed
+            listed = session_id in self.listings.listed
             self._waiting_until[session_id] = NEVER if listed else now + self._deep_recheck
         else:
             self._waiting_until.pop(session_id, None)
