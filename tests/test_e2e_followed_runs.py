@@ -172,11 +172,13 @@ async def test_an_outage_costs_one_listing_per_interval(
         await telegram_api.wait_for(lambda f: agent.runtime.status.backend.last_ok_at is not None)
         poco.fail_next(503, count=100_000)
         await poco.wait_for(lambda p: agent.runtime.status.backend.reachable is False, timeout=5)
-        since = time.monotonic()
+        since, cpu_before = time.monotonic(), time.process_time()
         await asyncio.sleep(4.0)
+        cpu = time.process_time() - cpu_before  # the agent, the fakes and this test
         failed = poco.count(since=since)
         # One listing per interval (plus the odd full pass), not a retry loop.
         assert failed <= 4.0 / recent + 6, failed
+        assert cpu < 1.0, f"{cpu:.2f} CPU-s in 4 s of outage: the notifier spins"
         async with httpx.AsyncClient() as client:
             health = (await client.get(agent.health_url)).json()
         assert health["backend"]["state"] == "unreachable"
@@ -286,3 +288,30 @@ async def test_a_wake_catches_up_with_one_digest(
         await telegram_api.wait_for(lambda f: count(f, "While the agent was away") == 1)
         assert "while asleep 4" in texts_to(telegram_api, CHAT)[-1]
         assert count(telegram_api, "while asleep") == 1
+
+
+async def test_a_chat_watching_mid_run_hears_only_that_runs_end(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    other = CHAT + 50
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    async with run_agent(env):
+        await say(telegram_api, CHAT, "/new run X")
+        session_id = list(poco.sessions)[-1]
+        poco.start_run(session_id)
+        poco.add_assistant_text(session_id, "X says hi")
+        poco.finish_run(session_id, "completed")
+        await telegram_api.wait_for(lambda f: count(f, "completed") == 1, timeout=10)
+        await continue_session(telegram_api, poco, CHAT, "now run Y")
+        poco.start_run(session_id)
+        poco.add_assistant_text(session_id, "Y first")
+        await telegram_api.wait_for(lambda f: count(f, "Y first") == 1, timeout=10)
+        await say(telegram_api, other, f"/watch {session_id}")
+        await telegram_api.wait_for(lambda f: count(f, "Y first", other) == 1, timeout=10)
+        poco.add_assistant_text(session_id, "Y second")
+        await telegram_api.wait_for(lambda f: count(f, "Y second", other) == 1, timeout=10)
+        assert count(telegram_api, "completed", other) == 0  # X's end is old news here
+        poco.finish_run(session_id, "completed")
+        await telegram_api.wait_for(lambda f: count(f, "completed", other) == 1, timeout=10)
+        await asyncio.sleep(0.5)
+        assert count(telegram_api, "completed", other) == 1

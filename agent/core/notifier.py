@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 # Health must never be older than 2 x the listing interval, and at most 30 s.
 MAX_LISTING_SECONDS = 15.0
 NEVER = math.inf
+# After a failed cycle the next one waits at least this long, whatever else seems due.
+RETRY_FLOOR_SECONDS = 1.0
 
 
 class Notifier:
@@ -81,6 +83,7 @@ class Notifier:
         # Any start is a gap: what chats missed meanwhile arrives as one digest each.
         self._digest_pending = True
         self._failing = False
+        self._cycle_failed = False  # the last cycle ended in a store error or a bug
         # Sessions to read in the next cycle whatever their interval says.
         self._check_now: set[str] = set()
         # Sessions a prompt was just sent to (a new run may not show in the runs read yet).
@@ -102,7 +105,8 @@ class Notifier:
         # Within one poll interval, not at once: a burst of prompts is one fetch.
         self._pull_forward("active", self.poll.session_messages_interval)
         self._pull_forward("requests", self.poll.session_messages_interval)
-        if session_id not in self.listings.listed:
+        if session_id not in self.listings.listed and session_id not in self.listings.deep:
+            # Not in any listing yet (new, or just connected): size the window around it.
             self._pull_forward("full", self.poll.session_messages_interval)
 
     def note_wake(self) -> None:
@@ -119,13 +123,22 @@ class Notifier:
             while not stop.is_set():
                 self._wake.clear()
                 await self._cycle()
-                delay = max(0.0, min(self._due.values()) - time.monotonic())
+                delay = self._next_wait(time.monotonic())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600.0))
         finally:
             stop_waiter.cancel()
 
     # --- scheduling ---
+
+    def _next_wait(self, now: float) -> float:
+        """Until the next job. Paused, failing or after a failed cycle only the one job that
+        retries counts: a job left due in the past must not turn the loop into a spin."""
+        if self.is_paused():
+            return max(self._due.get("paused", now + 1.0) - now, 0.0)
+        if self._failing or self._cycle_failed:
+            return max(self._due.get("listing", 0.0) - now, RETRY_FLOOR_SECONDS)
+        return max(min(self._due.values()) - now, 0.0)
 
     def _pull_forward(self, job: str, seconds: float) -> None:
         soon = time.monotonic() + seconds
@@ -189,11 +202,14 @@ class Notifier:
             return
         except StoreError as exc:  # locked by another program: the next cycle tries again
             log.warning("notifier: %s; retrying", exc)
+            self._cycle_failed = True
             return
         except Exception:
             # A bug must not stop notifications for good: log, go on.
             log.exception("notifier cycle failed")
+            self._cycle_failed = True
             return
+        self._cycle_failed = False
         if self.backend.responses > responses_before:  # only an answer proves reachability
             self.backend_status.ok()
 

@@ -173,7 +173,9 @@ class SessionFeed:
         """A chat new to the session: its last few texts, and the end of its latest run."""
         for message_id, text in texts[-FIRST_SIGHT_TEXTS:]:
             self._enqueue_text(watch, label, message_id, text)
-        notified = watch.notified_run_id
+        # Earlier ended runs count as told: only the latest run's end is news to this chat.
+        ended = [run for run in read.runs if run.status in TERMINAL_RUN_STATUSES]
+        notified = ended[-1].run_id if ended else watch.notified_run_id
         latest = read.latest_run
         if latest is not None and latest.status in TERMINAL_RUN_STATUSES and read.complete:
             notified = self._enqueue_end(watch, label, latest)

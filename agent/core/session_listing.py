@@ -45,12 +45,12 @@ class Listings:
             return []
         seen = {s.session_id for s in sessions} & followed
         moved = note(sessions, followed)
-        dropped = self.listed - seen - self.deep
+        dropped = (self.listed & followed) - seen - self.deep
         if dropped and limit < FULL_PAGE:
             # Newer sessions pushed a followed one out of the window: widen it.
             self.window = min(FULL_PAGE, limit + len(dropped) + WINDOW_MARGIN)
             self.widened = True
-        self.listed = seen | (self.listed & dropped)
+        self.listed = seen | dropped
         return moved
 
     async def full(self, followed: set[str]) -> list[Moved]:
