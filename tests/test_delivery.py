@@ -244,3 +244,24 @@ async def test_a_stored_retry_time_is_not_trusted_at_start(
     db.close_database()
     async with run_agent(env):
         await telegram_api.wait_for(lambda f: count(f, CHAT, "kept for later") == 1, 15)
+
+
+async def test_a_revoked_chat_holding_the_probe_does_not_stall_the_platform(
+    telegram_api: FakeTelegram, tmp_path: Path
+) -> None:
+    revoked_chat, other_chat = CHAT + 70, CHAT + 71
+    async with delivering(telegram_api, tmp_path) as delivery:
+        allowed_chat(revoked_chat)
+        allowed_chat(other_chat)
+        telegram_api.fail_next("sendMessage", 502, count=1)  # the platform looks down
+        row = queue(revoked_chat, "never")
+        delivery.wake()
+        await wait_until(lambda: attempts_of(row) >= 1, 10, "the failed attempt")
+        Channel.update(allowed=False).where(Channel.chat_id == str(revoked_chat)).execute()
+        queue(other_chat, "still delivered")
+        delivery.wake()
+        # The revoked chat's row is dropped when its probe comes up; the next chat probes.
+        await telegram_api.wait_for(
+            lambda f: count(f, other_chat, "still delivered") == 1, timeout=15
+        )
+    assert count(telegram_api, revoked_chat, "never") == 0

@@ -143,6 +143,7 @@ class Delivery:
         message_id = self._unrecorded.get(row.id)
         if message_id is None and not allowed.may_deliver(row):  # access read fresh: revoked
             await self._record(allowed.drop, row)
+            self._no_news(channel.provider, probe)
             return True
         if message_id is None:
             try:
@@ -155,10 +156,18 @@ class Delivery:
         await self._record(queries.mark_sent, row, message_id)
         del self._unrecorded[row.id]
         self._parts.pop(row.id, None)
-        if self._pacing.succeeded(channel.id, channel.provider):
+        if row.kind == "edit" and not message_id:
+            self._no_news(channel.provider, probe)  # its target never went out: no call made
+        elif self._pacing.succeeded(channel.id, channel.provider):
             self._wake.set()  # the platform's other chats were waiting for this probe
         self.sent += 1
         return True
+
+    def _no_news(self, provider: str, probe: bool) -> None:
+        """A row done without asking the platform: if it held the probe, another chat may."""
+        if probe:
+            self._pacing.release_probe(provider)
+            self._wake.set()
 
     async def _failed(self, exc: Exception, row: Outbox, channel: Channel, *, probe: bool) -> bool:
         """Note a failed try; True when the chat may go on with its next row."""
