@@ -103,3 +103,35 @@ async def test_a_file_task_cut_off_in_flight_reaches_the_task_once_with_its_file
     assert len(poco.uploads) == 1  # and the photo went up once
     assert all(t["config"]["input_files"] for t in poco.tasks_posted)  # with its file
     assert not any("may not have reached" in t for t in texts_to(telegram_api, CHAT))
+
+
+async def test_a_file_message_cut_off_before_its_task_went_out_is_sent_after_restart(
+    tmp_path: Path, telegram_api: FakeTelegram, poco: FakePoco
+) -> None:
+    env = agent_environment(tmp_path / "data", telegram=telegram_api, poco=poco)
+    session_id = poco.create_session(status="completed")
+    async with agent_running(tmp_path, env) as process:
+        telegram_api.inject_message(CHAT, f"/connect {session_id}")
+        await telegram_api.wait_for(lambda f: len(texts_to(f, CHAT)) == 1, timeout=20)
+        reads_before = poco.count("GET", f"/sessions/{session_id}/messages")
+
+        def uploaded(p: FakePoco) -> bool:
+            if p.uploads:
+                p.set_delay(60)  # the agent's next call (its look before the task) hangs
+            return bool(p.uploads)
+
+        telegram_api.inject_photo(CHAT, os.urandom(40_000), caption="cut before the task")
+        await poco.wait_for(uploaded, timeout=20)
+        # (Polled: the fake signals a request when it is answered, and this one hangs.)
+        async with asyncio.timeout(20):
+            while poco.count("GET", f"/sessions/{session_id}/messages") <= reads_before:
+                await asyncio.sleep(0.05)
+        process.kill()
+        await process.wait()
+    poco.set_delay(0)
+    async with agent_running(tmp_path, env):
+        await poco.wait_for(lambda p: len(p.tasks_posted) == 1, timeout=20)
+    [task] = poco.tasks_posted
+    assert task["prompt"] == "cut before the task"
+    assert len(task["config"]["input_files"]) == 1
+    assert len(poco.uploads) == 1  # the recorded upload was reused

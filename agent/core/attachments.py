@@ -104,8 +104,10 @@ class FileRelay:
         job = file_jobs.find(message.key)
         if job is not None and job.state == file_jobs.ABSORBED:
             return FileOutcome()  # an album photo: its first message answered for it
-        if job is not None and job.state != file_jobs.UPLOADING:
+        if job is not None and job.state == file_jobs.DONE:
             return FileOutcome()  # settled already
+        # `posting` with no intent recorded (inbound settles those first): cut off before
+        # the task went out; it goes out now, with the uploads already recorded.
         messages = [message] + await self._album_members(message)
         caption = "\n".join(m.text.strip() for m in messages if m.text.strip())
         command = parse(caption)

@@ -48,14 +48,6 @@ def record_upload(job_key: str, file_key: str, input_file: dict[str, Any]) -> No
     ).on_conflict_replace().execute()
 
 
-def resumable(row: Inbound) -> bool:
-    """A file message cut off before its task was posted: safe to handle again."""
-    if not InboundMessage.from_dict(json.loads(row.payload)).attachments:
-        return False
-    job = find(row.key)
-    return job is None or job.state == UPLOADING
-
-
 def album_rows(leader: Inbound, media_group_id: str) -> list[tuple[Inbound, InboundMessage]]:
     """The album's later messages in the journal, not handled yet, in order."""
     rows = (
