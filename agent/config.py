@@ -372,7 +372,8 @@ VARIABLES: tuple[Variable, ...] = (
         "DINGTALK_CARD_TEMPLATE_ID",
         "",
         parse_str,
-        "Card template (Stream mode): prompts as cards with buttons; empty = text prompts.",
+        "Card template (Stream mode): prompts as cards with buttons, run progress as a "
+        "streamed card; empty = text prompts, no progress.",
         section="dingtalk",
     ),
 )

@@ -221,7 +221,11 @@ async def check_dingtalk(settings: Settings) -> list[Check]:
             )
         ]
         if token_ok and dingtalk.card_template_id:
-            checks.append(await check_dingtalk_card(client, settings, token))
+            card_id = f"poco_doctor_{uuid.uuid4().hex}"
+            card = await check_dingtalk_card(client, settings, token, card_id)
+            checks.append(card)
+            if card.ok:
+                checks.append(await check_dingtalk_streaming(client, settings, token, card_id))
         if not dingtalk.stream_enabled:
             return checks
         try:
@@ -245,7 +249,9 @@ async def check_dingtalk(settings: Settings) -> list[Check]:
     return checks
 
 
-async def check_dingtalk_card(client: httpx.AsyncClient, settings: Settings, token: str) -> Check:
+async def check_dingtalk_card(
+    client: httpx.AsyncClient, settings: Settings, token: str, card_id: str = ""
+) -> Check:
     """A card instance from DINGTALK_CARD_TEMPLATE_ID can be created (it is delivered to
     nobody): the template is published and the app has Card.Instance.Write."""
     dingtalk = settings.dingtalk
@@ -258,7 +264,7 @@ async def check_dingtalk_card(client: httpx.AsyncClient, settings: Settings, tok
         )
     body = {
         "cardTemplateId": dingtalk.card_template_id,
-        "outTrackId": f"poco_doctor_{uuid.uuid4().hex}",
+        "outTrackId": card_id or f"poco_doctor_{uuid.uuid4().hex}",
         "callbackType": "STREAM",
         "cardData": {"cardParamMap": {"title": "doctor", "content": "doctor", "options": "[]"}},
         "imGroupOpenSpaceModel": {"supportForward": False},
@@ -293,6 +299,50 @@ async def check_dingtalk_card(client: httpx.AsyncClient, settings: Settings, tok
         else unreachable
     )
     return Check("dingtalk card", False, _dingtalk_error(response), fix)
+
+
+async def check_dingtalk_streaming(
+    client: httpx.AsyncClient, settings: Settings, token: str, card_id: str
+) -> Check:
+    """The doctor's card (just created, delivered to nobody) can be streamed into: the app
+    has Card.Streaming.Write, which progress cards need."""
+    dingtalk = settings.dingtalk
+    body = {
+        "outTrackId": card_id,
+        "guid": uuid.uuid4().hex,
+        "key": "content",
+        "content": "doctor",
+        "isFull": True,
+        "isFinalize": True,
+        "isError": False,
+    }
+    try:
+        response = await client.put(
+            f"{dingtalk.open_base_url}/v1.0/card/streaming",
+            json=body,
+            headers={"x-acs-dingtalk-access-token": token},
+        )
+    except httpx.HTTPError as exc:
+        unreachable = f"Check the network to {dingtalk.open_base_url} (DINGTALK_OPEN_BASE_URL)."
+        return Check("dingtalk card streaming", False, _network_error(exc), unreachable)
+    if 200 <= response.status_code < 300:
+        return Check("dingtalk card streaming", True, "progress cards can be streamed")
+    lacking = ", ".join(missing_permissions(_json(response))) or "Card.Streaming.Write"
+    if response.status_code == 403:
+        return Check(
+            "dingtalk card streaming",
+            False,
+            f"{_dingtalk_error(response)}: the app lacks the permission {lacking}",
+            f"In the DingTalk developer console, add {lacking} to the app (Permissions, "
+            "权限管理) and publish a new version; until then progress cards show only "
+            "their first state.",
+        )
+    return Check(
+        "dingtalk card streaming",
+        False,
+        _dingtalk_error(response),
+        "Mark `content` as the template's streaming variable (see README, DingTalk cards).",
+    )
 
 
 def _open_body(settings: Settings) -> dict[str, Any]:

@@ -158,8 +158,10 @@ class Runtime:
 
         self.typing = typing = TypingIndicator(show_typing)
         self.progress_sender = ProgressSender(providers, secrets=settings.secrets())
-        # Progress messages where a message can be edited (DingTalk without cards: none).
-        shown_in = PROGRESS_PROVIDERS & set(providers) if settings.progress else frozenset()
+        # Progress messages where a message can be edited: DingTalk shows them as streamed
+        # cards, so only with a card template (without: no progress there).
+        editable = PROGRESS_PROVIDERS | ({"dingtalk"} if settings.dingtalk.cards_enabled else set())
+        shown_in = editable & set(providers) if settings.progress else frozenset()
         progress = ProgressFeed(
             handler_settings.notice_context, frozenset(shown_in), self.progress_sender.wake
         )

@@ -13,7 +13,7 @@ from agent.config import build_settings
 from agent.doctor import Check, format_check, run_checks
 from tests.conftest import agent_environment
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.dingtalk_cards import TEMPLATE_ID
+from tests.fakes.dingtalk_cards import STREAMING_WRITE, TEMPLATE_ID
 from tests.fakes.poco import FakePoco
 from tests.fakes.telegram import FakeTelegram
 
@@ -123,6 +123,22 @@ async def test_dingtalk_card_permission_missing_is_named(
     card = by_name(await run_checks(build_settings(env)))["dingtalk card"]
     assert not card.ok and "403" in card.detail and "Card.Instance.Write" in card.detail
     assert "Card.Instance.Write" in card.fix and "publish" in card.fix
+
+
+async def test_dingtalk_card_streaming_permission_checked(
+    full_env: dict[str, str], dingtalk_api: FakeDingTalk
+) -> None:
+    env = {**full_env, "DINGTALK_CARD_TEMPLATE_ID": TEMPLATE_ID}
+    streaming = by_name(await run_checks(build_settings(env)))["dingtalk card streaming"]
+    assert streaming.ok
+    [card] = dingtalk_api.cards.cards.values()
+    assert card.streams and card.streams[0]["key"] == "content"
+    dingtalk_api.cards.scopes.discard(STREAMING_WRITE)
+    named = by_name(await run_checks(build_settings(env)))
+    streaming = named["dingtalk card streaming"]
+    assert named["dingtalk card"].ok and not streaming.ok
+    assert "403" in streaming.detail and STREAMING_WRITE in streaming.detail
+    assert STREAMING_WRITE in streaming.fix and "progress" in streaming.fix
 
 
 async def test_dingtalk_card_template_wrong_or_without_stream(full_env: dict[str, str]) -> None:

@@ -147,9 +147,13 @@ class OutboundMessage:
     markdown: bool = True
     buttons: Sequence[Sequence[Button]] = ()
     reply_to_message_id: str = ""
+    # A run's progress (sent once, then replaced in place): DingTalk shows it as a
+    # streamed card. `final`: the run's last state, no further change follows.
+    progress: bool = False
+    final: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "markdown": self.markdown,
             "buttons": [
@@ -158,6 +162,10 @@ class OutboundMessage:
             ],
             "reply_to_message_id": self.reply_to_message_id,
         }
+        if self.progress:  # only when set: stored payloads of other messages stay as they were
+            data["progress"] = True
+            data["final"] = self.final
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutboundMessage:
@@ -169,6 +177,8 @@ class OutboundMessage:
                 for row in data.get("buttons", ())
             ),
             reply_to_message_id=data.get("reply_to_message_id", ""),
+            progress=bool(data.get("progress", False)),
+            final=bool(data.get("final", False)),
         )
 
 

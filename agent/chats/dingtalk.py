@@ -301,6 +301,11 @@ class DingTalkProvider:
         first_part: int = 0,
         on_part: PartsSent | None = None,
     ) -> str:
+        if message.progress:
+            # A run's progress is a streamed card or nothing (a robot cannot edit a text).
+            if not self._cards.carries_progress(chat):
+                raise PermanentDeliveryError("no progress card for this chat", provider=NAME)
+            return await self._cards.create_progress(chat, message)
         if first_part == 0 and self._cards.carries(chat, message):
             try:
                 return await self._cards.create(chat, message)
@@ -314,6 +319,11 @@ class DingTalkProvider:
         edit a sent message) or a card the app may no longer update."""
         if not (self.settings.cards_enabled and is_card(message_id)):
             return False  # without a template no card API is called at all
+        if message.progress:
+            # Errors go to the progress sender: it retries 429/5xx at its pace, a 403 ends
+            # this card's progress.
+            await self._cards.stream(message_id, message)
+            return True
         try:
             await self._cards.update(message_id, message)
         except PermanentDeliveryError as exc:

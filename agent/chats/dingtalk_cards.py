@@ -14,6 +14,13 @@ the 1:1 robot space `dtv1.card//IM_ROBOT.<userId>`. The template's variables
   is closed, so the buttons go.
 
 An edit (`PUT /v1.0/card/instances`, public data by key) changes the card for everyone.
+
+A run's progress goes out as a card of the same template (an AI card: `content` is its
+streaming markdown variable), created on its first state with the Stop button in
+`options` (actionId `stop`) and `flowStatus` "2" (inputting); each later state replaces
+`content` whole with `PUT /v1.0/card/streaming` (key `content`, isFull true). The run's
+last state is streamed with isFinalize true, then `flowStatus` becomes "3" (finished) and
+`options` `[]` (the Stop button goes).
 Each button sends its object as the press's `params` (and its actionId in `actionIds`):
 a press becomes an InboundMessage naming the card (`message_id` = its outTrackId), the
 label and the action id, without the chat; the journal finds the chat and the button
@@ -45,6 +52,11 @@ INSTANCES = "/v1.0/card/instances"  # POST: create only (doctor); PUT: update
 CARD_ID_PREFIX = "poco_card_"
 # A prompt longer than one message (a long plan) goes as text, in parts.
 CARD_TEXT_LIMIT = TEXT_LIMIT
+STREAMING = "/v1.0/card/streaming"
+STREAMING_KEY = "content"
+# The AI card's flowStatus: inputting while the run goes on, finished at its end.
+FLOW_INPUTTING = "2"
+FLOW_FINISHED = "3"
 
 
 def is_card(message_id: str) -> bool:
@@ -84,7 +96,7 @@ class DingTalkCards:
             and self._space(chat) is not None
         )
 
-    async def create(self, chat: ChatRef, message: OutboundMessage) -> str:
+    async def create(self, chat: ChatRef, message: OutboundMessage, flow_status: str = "") -> str:
         """Create and deliver the card; its outTrackId (the message id to edit later).
         Raises DeliveryError (RetryLater, PermanentDeliveryError) when it did not go."""
         space = self._space(chat)
@@ -92,6 +104,8 @@ class DingTalkCards:
             raise PermanentDeliveryError("no card space for this chat", provider=NAME)
         out_track_id = CARD_ID_PREFIX + uuid.uuid4().hex
         params = card_params(message)
+        if flow_status:
+            params["flowStatus"] = flow_status
         body: dict[str, Any] = {
             "cardTemplateId": self.settings.card_template_id,
             "outTrackId": out_track_id,
@@ -125,6 +139,46 @@ class DingTalkCards:
             "userIdType": 1,
         }
         await self._sender.openapi("PUT", INSTANCES, body)
+
+    def carries_progress(self, chat: ChatRef) -> bool:
+        """Progress as a streamed card: cards are on and the chat has a card space."""
+        return (
+            self.settings.cards_enabled
+            and bool(self.settings.client_id and self.settings.client_secret)
+            and self._space(chat) is not None
+        )
+
+    async def create_progress(self, chat: ChatRef, message: OutboundMessage) -> str:
+        """The run's progress card with its first state; its outTrackId."""
+        out_track_id = await self.create(chat, message, flow_status=FLOW_INPUTTING)
+        if message.final:  # the run ended before its card went out: finished at once
+            await self.stream(out_track_id, message)
+        return out_track_id
+
+    async def stream(self, out_track_id: str, message: OutboundMessage) -> None:
+        """Replace the progress card's content; the last state also finishes the card."""
+        body = {
+            "outTrackId": out_track_id,
+            "guid": uuid.uuid4().hex,
+            "key": STREAMING_KEY,
+            "content": message.text,
+            "isFull": True,
+            "isFinalize": message.final,
+            "isError": False,
+        }
+        await self._sender.openapi("PUT", STREAMING, body)
+        if message.final:
+            finished = {"flowStatus": FLOW_FINISHED, "options": "[]"}
+            await self._sender.openapi(
+                "PUT",
+                INSTANCES,
+                {
+                    "outTrackId": out_track_id,
+                    "cardData": {"cardParamMap": finished},
+                    "cardUpdateOptions": {"updateCardDataByKey": True},
+                    "userIdType": 1,
+                },
+            )
 
     def _space(self, chat: ChatRef) -> dict[str, Any] | None:
         """openSpaceId and deliver model of the chat: the group, or the 1:1 robot space of

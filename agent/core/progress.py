@@ -29,6 +29,8 @@ from agent.core import i18n
 from agent.core.notices import MAX_ERROR_CHARS, NoticeContext
 
 STOP_PREFIX = "stop:"
+# The Stop button's name on a DingTalk progress card (a press reports only it).
+STOP_ACTION = "stop"
 # A hint is a file name or the head of a command: enough to recognise, never a wall.
 HINT_CHARS = 48
 STEP_CHARS = 120
@@ -176,7 +178,7 @@ def render(
         stats = _final_stats(ctx, view)
         if stats:
             lines.append(stats)
-        return OutboundMessage("\n".join(lines), markdown=False)
+        return OutboundMessage("\n".join(lines), markdown=False, progress=True, final=True)
     if view.started_at is not None:
         head += " · " + minutes(ctx, max(0.0, now - view.started_at))
     lines.append(head)
@@ -191,8 +193,8 @@ def render(
         lines.append("⏳ " + ctx.t("progress.follow_ups", count=view.queued))
     buttons = []
     if stop_button and status != RUN_CANCELING:
-        buttons = [[Button(ctx.t("button.stop"), f"{STOP_PREFIX}{view.run_id}")]]
-    return OutboundMessage("\n".join(lines), markdown=False, buttons=buttons)
+        buttons = [[Button(ctx.t("button.stop"), f"{STOP_PREFIX}{view.run_id}", STOP_ACTION)]]
+    return OutboundMessage("\n".join(lines), markdown=False, buttons=buttons, progress=True)
 
 
 def _final_stats(ctx: NoticeContext, view: RunView) -> str:

@@ -22,6 +22,7 @@ from agent.store.models import (
     Meta,
     Outbox,
     Pairing,
+    ProgressMessage,
     TrackedSession,
     Watch,
     database_proxy,
@@ -234,16 +235,29 @@ def resolve_press(message: InboundMessage) -> InboundMessage | None:
         .order_by(Outbox.id)
         .first()
     )
-    if row is None:
-        return None
-    buttons = [button for line in outbox_message(row).buttons for button in line]
+    if row is not None:
+        channel, sent = row.channel, outbox_message(row)
+    else:  # a Stop on a progress card
+        progress = (
+            ProgressMessage.select(ProgressMessage, Channel)
+            .join(Channel)
+            .where(
+                (Channel.provider == message.provider)
+                & (ProgressMessage.platform_message_id == message.message_id)
+            )
+            .first()
+        )
+        if progress is None:
+            return None
+        channel = progress.channel
+        sent = OutboundMessage.from_dict(json.loads(progress.message))
+    buttons = [button for line in sent.buttons for button in line]
     label, action = message.button_label, message.button_action
     by_label = [button for button in buttons if label and button.label == label]
     by_action = [button for button in buttons if action and button.action_id == action]
     pressed = by_label[0] if len(by_label) == 1 else (by_action[0] if by_action else None)
     if pressed is None:
         return None
-    channel = row.channel
     return dataclasses.replace(
         message, chat_id=channel.chat_id, is_group=channel.is_group, callback_data=pressed.data
     )

@@ -59,6 +59,9 @@ class FakeCard:
     body: dict[str, Any] = field(default_factory=dict)  # the create request
     updates: list[dict[str, Any]] = field(default_factory=list)  # PUT bodies, in order
     streams: list[dict[str, Any]] = field(default_factory=list)  # streaming PUT bodies
+    # When each streaming PUT reached the fake (monotonic), refused ones too.
+    stream_calls: list[float] = field(default_factory=list)
+    finalized: bool = False
     at: float = field(default_factory=time.monotonic)
     updated_at: float = 0.0
 
@@ -276,15 +279,22 @@ class FakeCards:
         return web.json_response({"success": True, "result": True})
 
     async def _streaming(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        card = self.cards.get(body.get("outTrackId", ""))
+        if card is not None:
+            card.stream_calls.append(time.monotonic())
         refused = await self._checked(request, "card_streaming", STREAMING_WRITE)
         if refused is not None:
             return refused
-        body = await request.json()
-        card = self.cards.get(body.get("outTrackId", ""))
         if card is None:
             return self.fake._bad_request("card instance not found")
         if not body.get("guid") or not body.get("key"):
             return self.fake._bad_request("guid and key are required")
         card.streams.append(body)
+        # The streamed variable shows `content`: whole (isFull) or appended.
+        key, content = str(body["key"]), str(body.get("content", ""))
+        card.data[key] = content if body.get("isFull") else card.data.get(key, "") + content
+        card.finalized = card.finalized or bool(body.get("isFinalize"))
+        card.updated_at = time.monotonic()
         await self.fake.notify()
         return web.json_response({"success": True, "result": True})
