@@ -68,10 +68,15 @@ class Restartable:
 
         future = asyncio.ensure_future(call())
         self._step = future  # type: ignore[assignment]
+        current = asyncio.current_task()
         try:
-            return True, await future
+            result = await future
+            if current is not None and current.cancelling():
+                # The loop was cancelled while the step was finishing, and the step swallowed
+                # it (asyncio.wait_for does, in Python 3.11): the cancel must not be lost.
+                raise asyncio.CancelledError
+            return True, result
         except asyncio.CancelledError:
-            current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the loop itself is being cancelled
             return False, None

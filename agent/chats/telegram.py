@@ -179,17 +179,18 @@ class TelegramProvider:
 
     async def _poll_once(self, sink: InboundSink) -> None:
         timeout = self.settings.poll_timeout
-        finished, updates = await self._poll.run(
-            lambda: asyncio.wait_for(
-                self.bot.get_updates(
+
+        async def poll() -> tuple[Update, ...]:
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancel (Python 3.11).
+            async with asyncio.timeout(2 * timeout + POLL_READ_MARGIN):
+                return await self.bot.get_updates(
                     offset=self.offset or None,
                     timeout=timeout,
                     allowed_updates=ALLOWED_UPDATES,
                     read_timeout=POLL_READ_MARGIN,
-                ),
-                timeout=2 * timeout + POLL_READ_MARGIN,
-            )
-        )
+                )
+
+        finished, updates = await self._poll.run(poll)
         if not finished:
             return  # reconnect(): the next poll starts at once, on a new connection
         self.status.set(ProviderState.CONNECTED)
