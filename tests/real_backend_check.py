@@ -155,6 +155,7 @@ async def check(base: str, token: str) -> None:
             BACKEND_URL=base,
             BACKEND_INTERNAL_TOKEN=token,
             BACKEND_USER_ID=user,
+            IM_PROGRESS="on",
         )
         started = time.monotonic()
         async with run_agent(env) as agent:
@@ -214,14 +215,14 @@ async def check(base: str, token: str) -> None:
             step(f"follow-up while running -> {'queued' if queued else 'no reply (typing)'}")
             await executor.say(session_id, "Summary: it is a README")
             await executor.finish(session_id)
-            await telegram.wait_for(lambda f: seen(f, "completed") == 1, timeout=15)
+            await telegram.wait_for(lambda f: seen(f, "completed.") == 1, timeout=15)
             step("first run: its last text, then completed")
 
             await executor.start(session_id)  # the follow-up's run (promoted when queued)
             await executor.say(session_id, "Open issues: none")
             await executor.finish(session_id)
-            await telegram.wait_for(lambda f: seen(f, "completed") == 2, timeout=15)
-            assert seen(telegram, "Open issues: none") == 1
+            await telegram.wait_for(lambda f: seen(f, "completed.") == 2, timeout=15)
+            await telegram.wait_for(lambda f: seen(f, "Open issues: none") == 1, timeout=15)
             step("follow-up run followed and told once")
 
             # A session past 100 messages, started in the web UI, then watched from the chat:
@@ -239,10 +240,10 @@ async def check(base: str, token: str) -> None:
             await executor.say(long_id, "past a hundred")
             await telegram.wait_for(lambda f: seen(f, "past a hundred") == 1, timeout=15)
             await executor.finish(long_id)
-            await telegram.wait_for(lambda f: seen(f, "completed") == 3, timeout=15)
+            await telegram.wait_for(lambda f: seen(f, "completed.") == 3, timeout=15)
             step("session past 100 messages: its last texts, a new one, its end once")
             await asyncio.sleep(3)
-            assert seen(telegram, "completed") == 3, "an end was told twice"
+            assert seen(telegram, "completed.") == 3, "an end was told twice"
             step("no end repeated")
 
             # A photo into the connected session: this backend has no object storage, so
@@ -253,6 +254,28 @@ async def check(base: str, token: str) -> None:
             await asyncio.sleep(2)
             assert len(texts_to(telegram, CHAT)) == before + 1
             step("photo without object storage: one short reply, nothing sent")
+
+            # Progress edited in place, then /stop from the chat: one cancel.
+            reply = await say(telegram, CHAT, "/new long job")
+            job_id = UUID.search(reply).group(0)  # type: ignore[union-attr]
+            await executor.start(job_id)
+            await executor.callback(job_id, state_patch={"current_step": "Reading the code"})
+            await executor.say(job_id, "on it")
+            await telegram.wait_for(lambda f: seen(f, "Reading the code") >= 1, timeout=15)
+            await executor.callback(job_id, state_patch={"current_step": "Writing the patch"})
+            await telegram.wait_for(lambda f: seen(f, "Writing the patch") >= 1, timeout=15)
+            edits = [c for c in telegram.calls if c[0].lower() == "editmessagetext"]
+            step(f"progress message edited in place ({len(edits)} edits)")
+            stopping = await say(telegram, CHAT, "/stop")
+            step(f"/stop -> {stopping.splitlines()[0]}")
+            if "Stopping" in stopping:
+                state = await executor.call(
+                    "GET", f"/sessions/{job_id}/state", headers=executor.user_headers
+                )
+                if state["status"] == "canceling":
+                    await executor.complete_cancellation(job_id)
+            await telegram.wait_for(lambda f: seen(f, "was canceled.") >= 1, timeout=15)
+            step("the run is canceled, told in the chat")
 
             # A cancel from the web UI (April 2026: canceling, then canceled).
             reply = await say(telegram, CHAT, "/new wait for me")
@@ -266,9 +289,9 @@ async def check(base: str, token: str) -> None:
             step(f"canceled in the web UI: {canceled['status']}")
             if canceled["status"] == "canceling":
                 await asyncio.sleep(2)
-                assert seen(telegram, "was canceled") == 0, "canceling told as an end"
+                assert seen(telegram, "was canceled.") == 1, "canceling told as an end"
                 await executor.complete_cancellation(stop_id)
-            await telegram.wait_for(lambda f: seen(f, "was canceled") == 1, timeout=15)
+            await telegram.wait_for(lambda f: seen(f, "was canceled.") == 2, timeout=15)
             step("canceled told once (canceling was not an end)")
     await telegram.stop()
     await executor.http.aclose()
