@@ -390,3 +390,30 @@ async def test_a_store_failure_after_the_answer_is_settled_not_reported_down(
     [session_id] = sessions_starting_with(poco, "Write a poem")
     [reply] = texts_to(telegram_api, CHAT)
     assert "Session created" in reply and session_id in reply
+
+
+async def test_an_earlier_queued_follow_up_is_not_taken_for_a_cut_off_one(
+    telegram_api: FakeTelegram, poco: FakePoco, data_dir: Path
+) -> None:
+    """ "ok" went out and was queued behind the running run (April 2026: no user message
+    until promoted); a second "ok" was cut off before it reached the backend. The first
+    is promoted meanwhile: that message is the first's, and the second is sent."""
+    env = agent_environment(data_dir, telegram=telegram_api, poco=poco)
+    session_id = poco.create_session(prompt="start", status="running")
+    crash = Crash(env)
+    first = crash.message("ok", session_id=session_id, after=newest_id(poco, session_id))
+    ref_session = await deliver(poco, first, "ok", session_id)
+    db.open_database(build_settings(env).database_path)
+    try:
+        intent = store.find(first)
+        assert intent is not None
+        store.mark_sent(intent, ref_session, queued=poco.is_new, queued_count=1)
+        [row] = [r for r in queries.inbound_rows("started") if r.key == first]
+        queries.mark_inbound(row, "done")
+    finally:
+        db.close_database()
+    crash.message("ok", session_id=session_id, after=newest_id(poco, session_id))
+    poco.finish_run(session_id, "completed")  # April: the first "ok" is promoted now
+    async with run_agent(env):
+        await asyncio.wait_for(settled(), timeout=10)
+    assert backend_prompts(poco, session_id).count("ok") == 2

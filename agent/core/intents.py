@@ -180,7 +180,11 @@ class PromptSender:
 
     async def _find_follow_up(self, intent: Intent) -> tuple[_Found | None, bool]:
         """The user message this intent became, if any; and whether some were hidden."""
-        group = store.unsettled_follow_ups(intent.session_id)
+        unsettled = store.unsettled_follow_ups(intent.session_id)
+        # A queued follow-up that went out earlier gets its user message only when promoted:
+        # it takes part in the matching, first in line, so it is never taken for ours.
+        queued = store.queued_unmatched(intent.session_id)
+        group = sorted(unsettled + queued, key=lambda i: i.id)
         claimed = store.claimed_message_ids(intent.session_id)
         after = min(i.after_message_id for i in group)
         prompts: list[tuple[int, str]] = []

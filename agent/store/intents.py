@@ -92,6 +92,21 @@ def _unsettled(where: Any) -> list[Intent]:
     )
 
 
+def queued_unmatched(session_id: str) -> list[Intent]:
+    """Follow-ups the backend queued behind a running run (April 2026), oldest first: their
+    user message appears only when promoted, and must not be taken for a later prompt."""
+    return list(
+        Intent.select()
+        .where(
+            (Intent.session_id == session_id)
+            & (Intent.state == SENT)
+            & Intent.queued
+            & Intent.message_id.is_null()
+        )
+        .order_by(Intent.id)
+    )
+
+
 def claimed_message_ids(session_id: str) -> set[int]:
     """User messages of the session already matched with an intent."""
     rows = Intent.select(Intent.message_id).where(
