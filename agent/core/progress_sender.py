@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from agent.chats.base import ChatProvider
+from agent.core.delivery import CONFLICT_RETRY_SECONDS, MAX_UNEXPECTED_ATTEMPTS
 from agent.errors import (
     ChatMoved,
     MessageGone,
@@ -42,8 +43,6 @@ PROGRESS_EDIT_SECONDS = 2.0
 # ... and in groups, whose budget is 20 messages a minute (Telegram), a third of it.
 GROUP_PROGRESS_EDIT_SECONDS = 6.0
 RESCAN_SECONDS = 30.0
-CONFLICT_RETRY_SECONDS = 30.0
-MAX_UNEXPECTED_ATTEMPTS = 8
 
 
 class ProgressSender:
